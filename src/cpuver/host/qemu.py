@@ -1,0 +1,179 @@
+"""Talk to a real QEMU binary over QMP: the only module that starts QEMU or speaks QMP.
+
+A :class:`QmpSession` starts ``qemu-system-x86_64`` paused with no devices, connects to its QMP
+socket and guarantees the process is gone when the session ends, even on errors or Ctrl-C.
+Binaries unpacked with ``dpkg -x`` next to their modules and firmware are run with those, so two
+QEMU releases can live side by side.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from qemu.qmp import ExecuteError, QMPError
+from qemu.qmp.legacy import QEMUMonitorProtocol
+
+from cpuver.errors import QemuError
+
+START_TIMEOUT_S = 10.0
+CONNECT_ATTEMPTS = 50
+
+
+@dataclass(frozen=True, slots=True)
+class QemuInstall:
+    """A QEMU binary and, for unpacked trees (``<root>/usr/bin/...``), its modules and firmware."""
+
+    binary: Path
+
+    @property
+    def _root(self) -> Path | None:
+        usr = self.binary.resolve().parent.parent
+        if usr.name != "usr" or usr.parent == Path("/"):
+            return None
+        return usr.parent
+
+    def environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        root = self._root
+        if root is not None and (modules := root / "usr/lib/x86_64-linux-gnu/qemu").is_dir():
+            env["QEMU_MODULE_DIR"] = str(modules)
+        return env
+
+    def firmware_args(self) -> list[str]:
+        root = self._root
+        if root is None:
+            return []
+        args: list[str] = []
+        for sub in ("usr/share/qemu", "usr/share/seabios"):
+            if (root / sub).is_dir():
+                args += ["-L", str(root / sub)]
+        return args
+
+    def version(self) -> str:
+        """The first line of ``-version`` (``QEMU emulator version 10.0.2 (Debian ...)``)."""
+        try:
+            done = subprocess.run(
+                [str(self.binary), "-version"], capture_output=True, text=True, timeout=30,
+                env=self.environment(), check=False,
+            )
+        except OSError as err:
+            raise QemuError(f"cannot run {self.binary}: {err.strerror}") from err
+        if done.returncode != 0:
+            raise QemuError(f"{self.binary} -version failed: {done.stderr.strip()}")
+        return done.stdout.splitlines()[0].strip()
+
+
+class QmpSession:
+    """A paused QEMU process for one machine type and accelerator, driven over QMP."""
+
+    def __init__(self, install: QemuInstall, machine: str = "none", accel: str = "tcg") -> None:
+        self.install = install
+        self.machine = machine
+        self.accel = accel
+        self._workdir: Path | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+        self._qmp: QEMUMonitorProtocol | None = None
+        self.greeting: dict[str, Any] = {}
+
+    def argv(self, socket_path: Path) -> list[str]:
+        return [
+            str(self.install.binary), *self.install.firmware_args(),
+            "-machine", self.machine, "-accel", self.accel,
+            "-nodefaults", "-display", "none", "-S", "-no-user-config",
+            "-qmp", f"unix:{socket_path},server=on,wait=off",
+        ]
+
+    def __enter__(self) -> QmpSession:
+        try:
+            self._start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _start(self) -> None:
+        self._workdir = Path(tempfile.mkdtemp(prefix="cpuver-qmp-"))
+        socket_path = self._workdir / "qmp.sock"
+        stderr_path = self._workdir / "stderr"
+        with stderr_path.open("wb") as stderr:
+            try:
+                self._process = subprocess.Popen(
+                    self.argv(socket_path), stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL, stderr=stderr, env=self.install.environment(),
+                )
+            except OSError as err:
+                raise QemuError(f"cannot start {self.install.binary}: {err.strerror}") from err
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not socket_path.exists():
+            if self._process.poll() is not None:
+                raise QemuError(self._failure("exited before QMP was ready", stderr_path))
+            if time.monotonic() > deadline:
+                raise QemuError(self._failure("did not open its QMP socket in time", stderr_path))
+            time.sleep(0.005)
+        for attempt in range(CONNECT_ATTEMPTS):
+            self._qmp = QEMUMonitorProtocol(str(socket_path))
+            try:
+                self.greeting = dict(self._qmp.connect() or {})
+                return
+            except QMPError as err:
+                # The socket file appears at bind(), a moment before QEMU listens on it.
+                self._qmp.close()
+                if attempt == CONNECT_ATTEMPTS - 1 or self._process.poll() is not None:
+                    raise QemuError(
+                        self._failure(f"QMP connection failed ({err})", stderr_path)
+                    ) from err
+                time.sleep(0.01)
+
+    def _failure(self, what: str, stderr_path: Path) -> str:
+        detail = stderr_path.read_text(errors="replace").strip().splitlines()
+        errors = [line for line in detail if "warning:" not in line]
+        reason = f": {errors[-1]}" if errors else ""
+        return f"QEMU {self.install.binary} -machine {self.machine} -accel {self.accel} {what}{reason}"
+
+    def command(self, name: str, **arguments: Any) -> Any:
+        """Run one QMP command and return its ``return`` value."""
+        if self._qmp is None:
+            raise QemuError("QMP session is not open")
+        try:
+            return self._qmp.cmd(name, **arguments)
+        except ExecuteError as err:
+            raise QemuError(f"QMP {name} failed: {err.error.desc}") from err
+        except QMPError as err:
+            raise QemuError(f"QMP {name} failed: {err}") from err
+
+    def close(self) -> None:
+        if self._qmp is not None:
+            try:
+                self._qmp.close()
+            except (QMPError, OSError):
+                pass
+            self._qmp = None
+        if self._process is not None:
+            if self._process.poll() is None:
+                self._process.kill()
+            self._process.wait()
+            self._process = None
+        if self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir = None
+
+    def static_expansion(self, model: str) -> dict[str, Any]:
+        """``query-cpu-model-expansion`` type static: the props QEMU reports for ``model``."""
+        reply = self.command(
+            "query-cpu-model-expansion", type="static", model={"name": model}
+        )
+        return dict(reply["model"]["props"])

@@ -1,0 +1,216 @@
+"""Turn a spec into one exact CPU definition, and say why (design.md §2).
+
+* bare name: what the machine type makes of it, exactly as QEMU does;
+* alias or ``-vN`` name, ``version=vN``: that version;
+* ``version=latest``: the highest version; ``version=X.Y.Z``: the bare name under the machine
+  type of release X.Y;
+* ``version=best``: the highest version the host can run under the accelerator. Every version
+  is tried (runnability is not monotone), and every rejected one is reported with its blockers.
+
+A version is runnable when none of its enabled features is missing from what the host offers
+(QEMU's ``unavailable-features``). Feature changes apply after the version, as QEMU applies
+``-cpu`` options after the machine type's compat properties.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import Enum
+
+from cpuver.catalog import Catalog, NameKind, NameRef
+from cpuver.errors import InvalidSpec, NotRunnable, UnknownRelease, UnknownVersion
+from cpuver.features import FeatureSet, FeatureTable
+from cpuver.host.capabilities import HostCapabilities
+from cpuver.models import BareRule, Definition, Delta, MachineType, Version
+from cpuver.spec import Spec, parse
+
+
+class Rule(str, Enum):
+    MACHINE = "machine-type"
+    ALIAS = "alias"
+    EXPLICIT = "explicit"
+    LATEST = "latest"
+    RELEASE = "release"
+    BEST = "best"
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    """The answer for one spec: the definition, the rule that chose it and why others lost."""
+
+    spec: str
+    name: str
+    """Canonical name: ``Haswell-v4``, or ``Haswell-2.4.0`` for a pre-versioning definition."""
+    version: Version
+    """The version the definition starts from (for QEMU's ``-cpu``)."""
+    definition: Definition
+    """Effective definition under the machine type and accelerator, changes applied."""
+    changes: Delta
+    """What to add to ``version`` on the command line to get ``definition`` on this machine."""
+    rule: Rule
+    reason: str
+    machine: str
+    accel: str
+    blockers: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    """Rejected versions (best) with the features the host lacks, highest first."""
+    missing: tuple[str, ...] = ()
+    """Features of the chosen definition the host lacks (only when a host was given)."""
+    enforce: bool = False
+
+    @property
+    def model(self) -> str:
+        return self.version.model
+
+
+class Resolver:
+    """Resolves specs against one catalog, machine type, accelerator and (optionally) host."""
+
+    def __init__(
+        self, catalog: Catalog, machine: str | None = None, accel: str = "kvm",
+        host: HostCapabilities | None = None, features: FeatureTable | None = None,
+    ) -> None:
+        self.catalog = catalog
+        self.machine = catalog.machine(machine)
+        self.accel = catalog.accelerator(accel).name
+        self.host = host
+        self.features = features or FeatureTable.bundled()
+        self.offers: FeatureSet | None = host.offered(self.accel) if host else None
+        self.host_vendor = host.vendor if host else None
+
+    def resolve(self, text: str) -> Resolution:
+        spec = parse(text)
+        ref = self.catalog.lookup(spec.name)
+        user = self._user_changes(spec)
+        if spec.version is not None and ref.kind is not NameKind.BARE:
+            raise InvalidSpec(f"{spec.name!r} already names a version; use the bare model name "
+                              f"{ref.model.name!r} with version=", text, 0, len(spec.name))
+        selector = spec.version
+        if selector is not None and selector.kind == "best":
+            return self._best(text, spec, ref, user)
+        rule, reason, version, start, name = self._choose(ref, spec)
+        definition = start.apply(user)
+        missing = self._missing(definition)
+        if spec.enforce and missing:
+            raise NotRunnable(text, {name: missing})
+        return self._answer(text, spec, version, definition, rule, reason, name, missing=missing)
+
+    def effective(self, ref: NameRef, machine: MachineType | None = None) -> Definition:
+        return self.catalog.effective(ref, machine or self.machine, self.accel, self.host_vendor)
+
+    def blockers(self, definition: Definition) -> tuple[str, ...]:
+        """Enabled features the host does not offer (empty without a host)."""
+        return self._missing(definition)
+
+    def _missing(self, definition: Definition) -> tuple[str, ...]:
+        if self.offers is None:
+            return ()
+        return tuple(sorted(definition.features - self.offers))
+
+    def _user_changes(self, spec: Spec) -> Delta:
+        on = frozenset(self.features.canonical(c.name) for c in spec.changes if c.enabled)
+        off = frozenset(self.features.canonical(c.name) for c in spec.changes if not c.enabled)
+        return Delta(on, off)
+
+    def _versioned(self, version: Version) -> NameRef:
+        return NameRef(version.name, self.catalog.models[version.model], NameKind.VERSIONED, version)
+
+    def _choose(
+        self, ref: NameRef, spec: Spec
+    ) -> tuple[Rule, str, Version, Definition, str]:
+        selector = spec.version
+        machine = self.machine.name
+        if selector is None:
+            if ref.kind is NameKind.VERSIONED and ref.version:
+                return (Rule.EXPLICIT, f"{ref.name} names that version", ref.version,
+                        self.effective(ref), ref.version.name)
+            if ref.kind is NameKind.ALIAS and ref.version:
+                start = self.effective(ref)
+                return (Rule.ALIAS, f"{ref.name} is an alias of {ref.version.name}", ref.version,
+                        start, self._revision_name(ref.version, start, self.machine))
+            version = self.catalog.bare_version(ref.model, self.machine)
+            if self.machine.bare is BareRule.LEGACY:
+                reason = (f"machine type {machine} predates versioned CPU models: {ref.name} is "
+                          f"its original definition with {machine}'s compat properties")
+            else:
+                reason = f"machine type {machine} maps {ref.name} to {version.name}"
+            start = self.effective(ref)
+            return (Rule.MACHINE, reason, version, start,
+                    self._revision_name(version, start, self.machine))
+        if selector.kind == "latest":
+            version = ref.model.latest
+            return (Rule.LATEST, f"{version.name} is the highest version of {ref.name}", version,
+                    self.effective(self._versioned(version)), version.name)
+        if selector.kind == "number" and selector.number is not None:
+            found = ref.model.version(selector.number)
+            if found is None:
+                raise UnknownVersion(f"{ref.name}-v{selector.number}",
+                                     [v.name for v in ref.model.versions])
+            return (Rule.EXPLICIT, f"version={selector} asked for {found.name}", found,
+                    self.effective(self._versioned(found)), found.name)
+        assert selector.release is not None
+        era = self._machine_of_release(selector.release)
+        version = self.catalog.bare_version(ref.model, era)
+        reason = f"{ref.name} as the bare name was defined under machine type {era.name}"
+        start = self.effective(ref, era)
+        return Rule.RELEASE, reason, version, start, self._revision_name(version, start, era)
+
+    def _machine_of_release(self, release: tuple[int, int, int]) -> MachineType:
+        wanted = (release[0], release[1])
+        for family in ("pc-i440fx", "pc-q35"):
+            for machine in self.catalog.machines.values():
+                if machine.release == wanted and machine.name.startswith(family):
+                    return machine
+        known = sorted({m.release for m in self.catalog.machines.values() if m.release})
+        raise UnknownRelease(".".join(map(str, release)),
+                             [f"{major}.{minor}.0" for major, minor in known[-3:]])
+
+    def _best(self, text: str, spec: Spec, ref: NameRef, user: Delta) -> Resolution:
+        if self.offers is None:
+            raise NotRunnable(text, {"(no host)": ("version=best needs host capabilities "
+                                                    f"for {self.accel}",)})
+        rejected: list[tuple[str, tuple[str, ...]]] = []
+        for version in reversed(ref.model.versions):
+            definition = self.effective(self._versioned(version)).apply(user)
+            missing = self._missing(definition)
+            if missing:
+                rejected.append((version.name, missing))
+                continue
+            newer = ref.model.latest.number - version.number
+            reason = (f"{version.name} is the highest version of {ref.name} this host can run "
+                      f"under {self.accel}" + (f" ({newer} newer rejected)" if newer else ""))
+            older = self._older_rejections(ref, version, user)
+            return self._answer(text, spec, version, definition, Rule.BEST, reason,
+                                blockers=(*rejected, *older))
+        raise NotRunnable(text, dict(rejected))
+
+    def _older_rejections(
+        self, ref: NameRef, chosen: Version, user: Delta
+    ) -> list[tuple[str, tuple[str, ...]]]:
+        out = []
+        for version in reversed(ref.model.versions):
+            if version.number < chosen.number:
+                missing = self._missing(self.effective(self._versioned(version)).apply(user))
+                if missing:
+                    out.append((version.name, missing))
+        return out
+
+    def _revision_name(self, version: Version, start: Definition, era: MachineType) -> str:
+        """``version``'s name, or the model's name for ``era``'s release when compat changed it."""
+        if start == self.effective(self._versioned(version), era):
+            return version.name
+        if era.release:
+            return f"{version.model}-{era.release[0]}.{era.release[1]}.0"
+        return f"{version.model}@{era.name}"
+
+    def _answer(
+        self, text: str, spec: Spec, version: Version, definition: Definition, rule: Rule,
+        reason: str, name: str | None = None,
+        blockers: Sequence[tuple[str, tuple[str, ...]]] = (), missing: tuple[str, ...] = (),
+    ) -> Resolution:
+        changes = Delta.between(self.effective(self._versioned(version)), definition)
+        return Resolution(
+            spec=text, name=name or version.name, version=version, definition=definition,
+            changes=changes, rule=rule, reason=reason, machine=self.machine.name,
+            accel=self.accel, blockers=tuple(blockers), missing=missing, enforce=spec.enforce,
+        )

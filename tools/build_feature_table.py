@@ -1,0 +1,243 @@
+"""Build cpuver's bundled feature table from the QEMU facts file and Linux's cpuinfo names.
+
+The package cannot read the shared QEMU facts at run time, so this maintainer script turns them
+into ``src/cpuver/catalog/data/features.json``. Linux ``/proc/cpuinfo`` names are joined to QEMU
+features by CPUID location (leaf, subleaf, register, bit), never by spelling, because the two
+projects name many bits differently (Linux ``dts``, ``rng``, ``tsc_deadline_timer`` are QEMU ``ds``,
+``xstore``, ``tsc-deadline``).
+
+The output is deterministic (sorted, fixed formatting, trailing newline) so that running the script
+twice gives identical bytes and a test can prove the bundled file is current.
+
+Usage: python tools/build_feature_table.py QEMU_FEATURES_JSON [--output PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_OUTPUT = REPO_ROOT / "src" / "cpuver" / "catalog" / "data" / "features.json"
+
+LINUX_SOURCE = (
+    "torvalds/linux arch/x86/include/asm/cpufeatures.h "
+    "at commit baf8361e54550a48a7087b603313ad013cc13386"
+)
+
+# Facts from LINUX_SOURCE: for each Linux capability word that is a plain CPUID register which QEMU
+# also models, the word's (leaf, subleaf, register) as its heading comment states, and the
+# /proc/cpuinfo name of each bit (the quoted string of the bit's comment, else the lowercased macro
+# name without X86_FEATURE_). Bits whose quoted string is "" are not shown by Linux and are left
+# out. Subleaf is None where QEMU's facts treat the leaf as not indexed. Not listed: words Linux
+# defines itself or fills from scattered leaves (3, 7, 8, 11, 21), words for leaves QEMU does not
+# model (2, 19), and word 20 (0x80000021 EAX), all of whose bits Linux hides.
+# fmt: off
+LINUX_CPUID_WORDS: dict[int, tuple[int, int | None, str, dict[int, str]]] = {
+    0: (0x1, None, "edx", {
+        0: "fpu", 1: "vme", 2: "de", 3: "pse", 4: "tsc", 5: "msr", 6: "pae", 7: "mce",
+        8: "cx8", 9: "apic", 11: "sep", 12: "mtrr", 13: "pge", 14: "mca", 15: "cmov",
+        16: "pat", 17: "pse36", 18: "pn", 19: "clflush", 21: "dts", 22: "acpi", 23: "mmx",
+        24: "fxsr", 25: "sse", 26: "sse2", 27: "ss", 28: "ht", 29: "tm", 30: "ia64", 31: "pbe",
+    }),
+    1: (0x80000001, None, "edx", {
+        11: "syscall", 19: "mp", 20: "nx", 22: "mmxext", 25: "fxsr_opt", 26: "pdpe1gb",
+        27: "rdtscp", 29: "lm", 30: "3dnowext", 31: "3dnow",
+    }),
+    4: (0x1, None, "ecx", {
+        0: "pni", 1: "pclmulqdq", 2: "dtes64", 3: "monitor", 4: "ds_cpl", 5: "vmx", 6: "smx",
+        7: "est", 8: "tm2", 9: "ssse3", 10: "cid", 11: "sdbg", 12: "fma", 13: "cx16",
+        14: "xtpr", 15: "pdcm", 17: "pcid", 18: "dca", 19: "sse4_1", 20: "sse4_2",
+        21: "x2apic", 22: "movbe", 23: "popcnt", 24: "tsc_deadline_timer", 25: "aes",
+        26: "xsave", 28: "avx", 29: "f16c", 30: "rdrand", 31: "hypervisor",
+    }),
+    5: (0xC0000001, None, "edx", {
+        2: "rng", 3: "rng_en", 6: "ace", 7: "ace_en", 8: "ace2", 9: "ace2_en", 10: "phe",
+        11: "phe_en", 12: "pmm", 13: "pmm_en",
+    }),
+    6: (0x80000001, None, "ecx", {
+        0: "lahf_lm", 1: "cmp_legacy", 2: "svm", 3: "extapic", 4: "cr8_legacy", 5: "abm",
+        6: "sse4a", 7: "misalignsse", 8: "3dnowprefetch", 9: "osvw", 10: "ibs", 11: "xop",
+        12: "skinit", 13: "wdt", 15: "lwp", 16: "fma4", 17: "tce", 19: "nodeid_msr",
+        21: "tbm", 22: "topoext", 23: "perfctr_core", 24: "perfctr_nb", 26: "bpext",
+        27: "ptsc", 28: "perfctr_llc", 29: "mwaitx",
+    }),
+    9: (0x7, 0, "ebx", {
+        0: "fsgsbase", 1: "tsc_adjust", 2: "sgx", 3: "bmi1", 4: "hle", 5: "avx2", 7: "smep",
+        8: "bmi2", 9: "erms", 10: "invpcid", 11: "rtm", 12: "cqm", 14: "mpx", 15: "rdt_a",
+        16: "avx512f", 17: "avx512dq", 18: "rdseed", 19: "adx", 20: "smap",
+        21: "avx512ifma", 23: "clflushopt", 24: "clwb", 25: "intel_pt", 26: "avx512pf",
+        27: "avx512er", 28: "avx512cd", 29: "sha_ni", 30: "avx512bw", 31: "avx512vl",
+    }),
+    10: (0xD, 1, "eax", {
+        0: "xsaveopt", 1: "xsavec", 2: "xgetbv1", 3: "xsaves",
+    }),
+    12: (0x7, 1, "eax", {
+        4: "avx_vnni", 5: "avx512_bf16", 26: "lam",
+    }),
+    13: (0x80000008, None, "ebx", {
+        0: "clzero", 1: "irperf", 2: "xsaveerptr", 4: "rdpru", 9: "wbnoinvd", 23: "amd_ppin",
+        25: "virt_ssbd", 27: "cppc", 31: "brs",
+    }),
+    14: (0x6, None, "eax", {
+        0: "dtherm", 1: "ida", 2: "arat", 4: "pln", 6: "pts", 7: "hwp", 8: "hwp_notify",
+        9: "hwp_act_window", 10: "hwp_epp", 11: "hwp_pkg_req", 19: "hfi",
+    }),
+    15: (0x8000000A, None, "edx", {
+        0: "npt", 1: "lbrv", 2: "svm_lock", 3: "nrip_save", 4: "tsc_scale", 5: "vmcb_clean",
+        6: "flushbyasid", 7: "decodeassists", 10: "pausefilter", 12: "pfthreshold",
+        13: "avic", 15: "v_vmsave_vmload", 16: "vgif", 18: "x2avic", 20: "v_spec_ctrl",
+        25: "vnmi",
+    }),
+    16: (0x7, 0, "ecx", {
+        1: "avx512vbmi", 2: "umip", 3: "pku", 4: "ospke", 5: "waitpkg", 6: "avx512_vbmi2",
+        8: "gfni", 9: "vaes", 10: "vpclmulqdq", 11: "avx512_vnni", 12: "avx512_bitalg",
+        13: "tme", 14: "avx512_vpopcntdq", 16: "la57", 22: "rdpid", 24: "bus_lock_detect",
+        25: "cldemote", 27: "movdiri", 28: "movdir64b", 29: "enqcmd", 30: "sgx_lc",
+    }),
+    17: (0x80000007, None, "ebx", {
+        0: "overflow_recov", 1: "succor", 3: "smca",
+    }),
+    18: (0x7, 0, "edx", {
+        2: "avx512_4vnniw", 3: "avx512_4fmaps", 4: "fsrm", 8: "avx512_vp2intersect",
+        10: "md_clear", 14: "serialize", 16: "tsxldtrk", 18: "pconfig", 19: "arch_lbr",
+        20: "ibt", 22: "amx_bf16", 23: "avx512_fp16", 24: "amx_tile", 25: "amx_int8",
+        28: "flush_l1d", 29: "arch_capabilities",
+    }),
+}
+# fmt: on
+
+CpuidKey = tuple[int, int | None, str, int]
+
+
+def linux_names_by_location() -> dict[CpuidKey, str]:
+    """Index the Linux table by CPUID location, refusing a cpuinfo name used twice."""
+    by_location: dict[CpuidKey, str] = {}
+    for leaf, subleaf, register, names in LINUX_CPUID_WORDS.values():
+        for bit, name in names.items():
+            by_location[(leaf, subleaf, register, bit)] = name
+    names_seen = list(by_location.values())
+    repeated = sorted({name for name in names_seen if names_seen.count(name) > 1})
+    if repeated:
+        raise ValueError(f"Linux cpuinfo names used at several bits: {repeated}")
+    return by_location
+
+
+def qemu_source(about: str) -> str:
+    """Name the QEMU release and commit the facts were taken from, for the output's header."""
+    match = re.search(r"at (v[\d.]+) \(commit ([0-9a-f]{40})\)", about)
+    if match is None:
+        raise ValueError("cannot find the QEMU release and commit in the facts' 'about'")
+    return f"qemu target/i386/cpu.c feature_word_info at {match[1]} (commit {match[2]})"
+
+
+def canonical_hex(number: str) -> str:
+    """One spelling per number (lowercase, no leading zeros), so equal locations compare equal."""
+    return f"{int(number, 16):#x}"
+
+
+def locations_of(fact: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One location per bit: a few QEMU names set two bits of their word (kvmclock)."""
+    bits = fact["bit"] if isinstance(fact["bit"], list) else [fact["bit"]]
+    if fact["kind"] == "cpuid":
+        return [
+            {
+                "kind": "cpuid",
+                "word": fact["word"],
+                "leaf": canonical_hex(fact["leaf"]),
+                "subleaf": fact["subleaf"],
+                "register": fact["register"],
+                "bit": bit,
+            }
+            for bit in sorted(bits)
+        ]
+    if fact["kind"] == "msr":
+        return [
+            {
+                "kind": "msr",
+                "word": fact["word"],
+                "index": canonical_hex(fact["msr_index"]),
+                "bit": bit,
+            }
+            for bit in sorted(bits)
+        ]
+    raise ValueError(f"{fact['name']}: unknown location kind {fact['kind']!r}")
+
+
+def linux_name_of(
+    locations: Sequence[Mapping[str, Any]], linux: Mapping[CpuidKey, str]
+) -> str | None:
+    """The cpuinfo name Linux shows for the feature's CPUID bit, if any."""
+    keys = [
+        (int(location["leaf"], 16), location["subleaf"], location["register"], location["bit"])
+        for location in locations
+        if location["kind"] == "cpuid"
+    ]
+    names = {linux[key] for key in keys if key in linux}
+    if len(names) > 1:
+        raise ValueError(f"one QEMU feature at several Linux names: {sorted(names)}")
+    return names.pop() if names else None
+
+
+def build_table(facts: Mapping[str, Any]) -> dict[str, Any]:
+    """Join the QEMU facts with the Linux names into the bundled table's structure."""
+    linux = linux_names_by_location()
+    features = []
+    for fact in facts["features"]:
+        locations = locations_of(fact)
+        features.append(
+            {
+                "name": fact["name"],
+                "aliases": sorted(fact["aliases"]),
+                "linux_name": linux_name_of(locations, linux),
+                "locations": locations,
+                "since": fact["first_release_known"],
+            }
+        )
+    features.sort(key=lambda feature: feature["name"])
+    names = [feature["name"] for feature in features]
+    if len(set(names)) != len(names):
+        raise ValueError("the facts list a QEMU feature name twice")
+    return {
+        "linux_source": LINUX_SOURCE,
+        "qemu_source": qemu_source(facts["about"]),
+        "features": features,
+    }
+
+
+def render(table: Mapping[str, Any]) -> str:
+    """Stable text: header keys sorted, one feature per line so diffs show one feature each."""
+    header = {key: value for key, value in table.items() if key != "features"}
+    lines = ["{"]
+    lines += [f"  {json.dumps(key)}: {json.dumps(value)}," for key, value in sorted(header.items())]
+    lines.append('  "features": [')
+    rows = [json.dumps(feature, sort_keys=True) for feature in table["features"]]
+    lines += [f"    {row}," for row in rows[:-1]] + [f"    {rows[-1]}"]
+    lines += ["  ]", "}"]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("facts", type=Path, help="path to qemu-facts/qemu-features.json")
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="where to write")
+    args = parser.parse_args(argv)
+    facts = json.loads(args.facts.read_text(encoding="utf-8"))
+    table = build_table(facts)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(render(table), encoding="utf-8", newline="\n")
+    mapped = sum(feature["linux_name"] is not None for feature in table["features"])
+    print(
+        f"wrote {args.output}: {len(table['features'])} features, {mapped} with a Linux name",
+        file=sys.stderr,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
