@@ -1,0 +1,260 @@
+"""Use cases for the CLI and the web layer: pick a catalog, read a host, resolve, report.
+
+Everything user-facing goes through here, so the CLI and the service give the same answers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from cpuver.catalog import Catalog, NameKind
+from cpuver.catalog.files import BUNDLED, bundled_dir, load
+from cpuver.catalog.overlay import apply_overlay
+from cpuver.catalog.releases import catalog_for_release
+from cpuver.errors import HostError, NotRunnable, QemuError, UnknownRelease
+from cpuver.host.capabilities import HostCapabilities, from_json
+from cpuver.host.qemu import QemuInstall, QmpSession
+from cpuver.models import IDENTITY_FIELDS, SIGNATURE_FIELDS
+from cpuver.resolve import Resolution, Resolver
+
+
+@cache
+def _bundled(release: str) -> Catalog:
+    return load(bundled_dir(release), source=f"bundled qemu-{release}")
+
+
+def open_catalog(
+    release: str | None = None, directory: Path | None = None, overlays: Sequence[Path] = ()
+) -> Catalog:
+    """The catalog to work with: a directory, a bundled release (default: the newest), overlays."""
+    catalog = load(directory) if directory is not None else _catalog_for(release or BUNDLED[-1])
+    for overlay in overlays:
+        catalog = apply_overlay(catalog, overlay)
+    return catalog
+
+
+def _catalog_for(release: str) -> Catalog:
+    parts = release.split(".")
+    if len(parts) not in (2, 3) or not all(p.isdigit() for p in parts):
+        raise UnknownRelease(release, BUNDLED)
+    major_minor = ".".join(parts[:2])
+    if major_minor in BUNDLED:
+        return _bundled(major_minor)
+    return catalog_for_release(release)
+
+
+def default_qemu_binary() -> Path | None:
+    found = shutil.which("qemu-system-x86_64")
+    return Path(found) if found else None
+
+
+def kvm_usable() -> bool:
+    return os.access("/dev/kvm", os.R_OK | os.W_OK)
+
+
+def probe_with_qemu(binary: Path, accels: Iterable[str] | None = None) -> HostCapabilities:
+    """What this host offers, as QEMU itself reports it (``host`` under KVM, ``max`` under TCG)."""
+    install = QemuInstall(binary)
+    wanted = list(accels) if accels is not None else (["kvm", "tcg"] if kvm_usable() else ["tcg"])
+    offers: dict[str, frozenset[str]] = {}
+    vendor = None
+    provenance = {"method": "qemu", "qemu": install.version()}
+    for accel in wanted:
+        model = "host" if accel == "kvm" else "max"
+        with QmpSession(install, "none", accel) as session:
+            props = session.static_expansion(model)
+        caps = from_json({"model": {"name": model, "props": props}}, f"{binary} ({accel})")
+        offers.update(caps.offers)
+        vendor = vendor or (caps.vendor if accel == "kvm" else None)
+    return HostCapabilities(os.uname().nodename, offers, vendor, "local", provenance)
+
+
+def read_host(argument: str, qemu_binary: Path | None = None) -> HostCapabilities:
+    """A host from a file, ``-`` (standard input) or ``local`` (probe this host with QEMU)."""
+    if argument == "local":
+        binary = qemu_binary or default_qemu_binary()
+        if binary is None:
+            raise HostError("cannot probe the local host: no qemu-system-x86_64 on PATH")
+        return probe_with_qemu(binary)
+    try:
+        text = sys.stdin.read() if argument == "-" else Path(argument).read_text()
+    except OSError as err:
+        raise HostError(f"cannot read host file {argument}: {err.strerror}") from err
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise HostError(
+            f"{argument}: not valid JSON at line {err.lineno} column {err.colno}: {err.msg}"
+        ) from err
+    return from_json(data, argument)
+
+
+def pick_accel(requested: str | None, host: HostCapabilities | None) -> str:
+    """The accelerator asked for; else the host file's only one; else KVM when usable."""
+    if requested:
+        return requested
+    if host is not None and len(host.offers) == 1:
+        return next(iter(host.offers))
+    return "kvm" if kvm_usable() else "tcg"
+
+
+def resolution_json(resolution: Resolution) -> dict[str, Any]:
+    from cpuver.emit.libvirt import cpu_xml
+    from cpuver.emit.qemu import cpu_arg
+
+    signature = resolution.definition.signature.as_dict()
+    return {
+        "spec": resolution.spec,
+        "name": resolution.name,
+        "model": resolution.model,
+        "version": resolution.version.name,
+        "machine": resolution.machine,
+        "accel": resolution.accel,
+        "rule": resolution.rule.value,
+        "reason": resolution.reason,
+        "features": sorted(resolution.definition.features),
+        "signature": {k: signature[k] for k in SIGNATURE_FIELDS},
+        "blockers": {name: list(missing) for name, missing in resolution.blockers},
+        "missing": list(resolution.missing),
+        "qemu_cpu_arg": cpu_arg(resolution),
+        "libvirt_xml": cpu_xml(resolution),
+    }
+
+
+def definitions_json(resolver: Resolver) -> list[dict[str, Any]]:
+    """``query-cpu-definitions`` as QEMU would answer it for this catalog, machine and host."""
+    catalog = resolver.catalog
+    out = []
+    for ref in catalog.names():
+        entry: dict[str, Any] = {"name": ref.name}
+        alias = catalog.alias_of(ref, resolver.machine)
+        if alias:
+            entry["alias-of"] = alias
+        if resolver.offers is not None:
+            entry["unavailable-features"] = list(resolver.blockers(resolver.effective(ref)))
+        deprecated = ref.version.deprecated if ref.version else ref.model.deprecated
+        entry["deprecated"] = deprecated
+        entry["migration-safe"] = True
+        entry["static"] = False
+        out.append(entry)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Difference:
+    gained: tuple[str, ...]
+    lost: tuple[str, ...]
+    signature: tuple[tuple[str, Any, Any], ...]
+
+    @property
+    def identity_changed(self) -> bool:
+        """True when a guest OS may see a different CPU (vendor/family/model/stepping/model-id)."""
+        return any(name in IDENTITY_FIELDS for name, _old, _new in self.signature)
+
+
+def difference(a: Resolution, b: Resolution) -> Difference:
+    sig_a, sig_b = a.definition.signature.as_dict(), b.definition.signature.as_dict()
+    return Difference(
+        gained=tuple(sorted(b.definition.features - a.definition.features)),
+        lost=tuple(sorted(a.definition.features - b.definition.features)),
+        signature=tuple((k, sig_a[k], sig_b[k]) for k in SIGNATURE_FIELDS if sig_a[k] != sig_b[k]),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class FamilyReport:
+    model: str
+    bare: str
+    best: str | None
+    blockers: tuple[tuple[str, tuple[str, ...]], ...]
+
+
+def report(resolver: Resolver) -> list[FamilyReport]:
+    """Per model family: what the bare name means, the best runnable version, what blocks newer."""
+    out = []
+    for model in resolver.catalog.models.values():
+        bare = resolver.resolve(model.name).name
+        try:
+            best: Resolution | None = resolver.resolve(f"{model.name},version=best")
+        except NotRunnable as err:
+            out.append(FamilyReport(model.name, bare, None, tuple(err.blockers.items())))
+            continue
+        assert best is not None
+        newer = tuple((n, m) for n, m in best.blockers if _number(n) > best.version.number)
+        out.append(FamilyReport(model.name, bare, best.name, newer))
+    return out
+
+
+def _number(versioned: str) -> int:
+    return int(versioned.rsplit("-v", 1)[1])
+
+
+def history(catalog: Catalog, model_name: str) -> list[dict[str, Any]]:
+    """A model's versions as the seed writes its history: what each added/removed, when, why."""
+    model = catalog.model(model_name)
+    rows = []
+    previous = None
+    for version in model.versions:
+        row: dict[str, Any] = {
+            "version": version.name,
+            "since": version.since,
+            "aliases": list(version.aliases),
+            "note": version.note,
+        }
+        if previous is None:
+            row["features"] = sorted(version.definition.features)
+        else:
+            row["added"] = sorted(version.definition.features - previous.features)
+            row["removed"] = sorted(previous.features - version.definition.features)
+            old, new = previous.signature.as_dict(), version.definition.signature.as_dict()
+            row["signature"] = {k: new[k] for k in SIGNATURE_FIELDS if old[k] != new[k]}
+        rows.append(row)
+        previous = version.definition
+    return rows
+
+
+def revisions(catalog: Catalog, model_name: str) -> list[tuple[str, str]]:
+    """How the bare name was defined under older machine types (one line per change)."""
+    model = catalog.model(model_name)
+    ref = catalog.lookup(model.name)
+    assert ref.kind is NameKind.BARE
+    rows: list[tuple[str, str]] = []
+    previous = None
+    machines = sorted(
+        (m for m in catalog.machines.values() if m.release and m.name.startswith("pc-i440fx-")),
+        key=lambda m: m.release or (0, 0),
+    )
+    for machine in machines:
+        definition = catalog.effective(ref, machine, "tcg")
+        if previous is not None and definition != previous[1]:
+            rows.append((previous[0], _describe(previous[1], definition)))
+        previous = (machine.name, definition)
+    return rows
+
+
+def _describe(old: Any, new: Any) -> str:
+    gained = sorted(new.features - old.features)
+    lost = sorted(old.features - new.features)
+    sig_old, sig_new = old.signature.as_dict(), new.signature.as_dict()
+    parts = [f"+{f}" for f in gained] + [f"-{f}" for f in lost]
+    parts += [f"{k}={sig_new[k]}" for k in SIGNATURE_FIELDS if sig_old[k] != sig_new[k]]
+    return " ".join(parts)
+
+
+def import_catalog(binary: Path, output: Path, progress: Any = None) -> Catalog:
+    from cpuver.catalog.files import dump
+    from cpuver.importer import import_catalog as run_import
+
+    if not binary.exists():
+        raise QemuError(f"no QEMU binary at {binary}")
+    catalog = run_import(QemuInstall(binary), progress)
+    dump(catalog, output)
+    return catalog
