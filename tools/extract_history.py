@@ -26,13 +26,16 @@ def extract(facts: dict[str, Any]) -> dict[str, Any]:
     for model in [*facts["models"], *removed_models]:
         for version in model["versions"]:
             entry: dict[str, Any] = {"since": _release(version["first_release"])}
-            edits = sorted({_release(c["release"]) for c in version.get("later_changes_to_this_version", [])})
+            edits = sorted(
+                {_release(c["release"]) for c in version.get("later_changes_to_this_version", [])}
+            )
             if edits:
                 entry["edited"] = edits
             versions[version["name"]] = entry
     removed = {
         model["name"]: {"removed": _release(model["removed_in"])}
-        for model in removed_models if model.get("removed_in")
+        for model in removed_models
+        if model.get("removed_in")
     }
     return {
         "about": "First release of each QEMU x86 CPU model version (from QEMU's git history).",

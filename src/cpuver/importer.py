@@ -63,8 +63,10 @@ def import_catalog(install: QemuInstall, progress: Progress | None = None) -> Ca
     build = install.version()
     release = _release_of(build)
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
-        raise QemuError("importing needs a usable /dev/kvm: KVM and TCG expansions together "
-                        "tell a model's own features from each accelerator's defaults")
+        raise QemuError(
+            "importing needs a usable /dev/kvm: KVM and TCG expansions together "
+            "tell a model's own features from each accelerator's defaults"
+        )
 
     say(f"reading CPU models of {build}")
     with QmpSession(install, "none", "tcg") as session:
@@ -81,16 +83,25 @@ def import_catalog(install: QemuInstall, progress: Progress | None = None) -> Ca
     notes = _notes(install, {name: d.signature.model_id for name, d in own.items()})
     history = _history()
     models = {
-        model: Model(model, tuple(
-            Version(
-                model=model, number=number, definition=own[name],
-                aliases=tuple(sorted(a for a, target in names.aliases.items() if target == name)),
-                note=notes.get(name), since=history.get(name),
-                deprecated=name in names.deprecated,
-            )
-            for name in names_of_model
-            for number in [_number(name)]
-        ), deprecated=model in names.deprecated)
+        model: Model(
+            model,
+            tuple(
+                Version(
+                    model=model,
+                    number=number,
+                    definition=own[name],
+                    aliases=tuple(
+                        sorted(a for a, target in names.aliases.items() if target == name)
+                    ),
+                    note=notes.get(name),
+                    since=history.get(name),
+                    deprecated=name in names.deprecated,
+                )
+                for name in names_of_model
+                for number in [_number(name)]
+            ),
+            deprecated=model in names.deprecated,
+        )
         for model, names_of_model in sorted(names.versions.items())
     }
 
@@ -126,14 +137,20 @@ def _classify(definitions: Iterable[Mapping[str, Any]]) -> _Names:
         if split and split[0] in entries:
             versions.setdefault(split[0], []).append((split[1], name))
     aliases = {
-        name: str(entry["alias-of"]) for name, entry in entries.items()
-        if name not in versions and split_versioned_name(name) is None and "alias-of" in entry
+        name: str(entry["alias-of"])
+        for name, entry in entries.items()
+        if name not in versions
+        and split_versioned_name(name) is None
+        and "alias-of" in entry
         and split_versioned_name(str(entry["alias-of"])) is not None
         and split_versioned_name(str(entry["alias-of"]))[0] != name  # type: ignore[index]
     }
-    unknown = set(entries) - set(versions) - set(aliases) - {
-        name for model in versions.values() for _n, name in model
-    }
+    unknown = (
+        set(entries)
+        - set(versions)
+        - set(aliases)
+        - {name for model in versions.values() for _n, name in model}
+    )
     if unknown:
         raise QemuError(f"cannot classify CPU names {sorted(unknown)}")
     return _Names(
@@ -145,11 +162,16 @@ def _classify(definitions: Iterable[Mapping[str, Any]]) -> _Names:
 
 def _definition(props: Mapping[str, Any], table: FeatureTable) -> Definition:
     features = frozenset(
-        name for name, value in props.items() if value is True and name not in NOT_FEATURE_WORD_PROPS
+        name
+        for name, value in props.items()
+        if value is True and name not in NOT_FEATURE_WORD_PROPS
     )
-    unknown = sorted(name for name, value in props.items() if not isinstance(value, (str, int))
-                     or (isinstance(value, bool) and name not in table
-                         and name not in NOT_FEATURE_WORD_PROPS))
+    unknown = sorted(
+        name
+        for name, value in props.items()
+        if not isinstance(value, (str, int))
+        or (isinstance(value, bool) and name not in table and name not in NOT_FEATURE_WORD_PROPS)
+    )
     if unknown:
         raise QemuError(f"QEMU reports properties the feature table does not know: {unknown}")
     return Definition(Signature.from_dict(dict(props)), features)
@@ -193,8 +215,10 @@ def _split_accelerator_defaults(
     accelerators = {
         accel: Accelerator(
             accel,
-            Delta(frozenset(f for f, on in values.items() if on),
-                  frozenset(f for f, on in values.items() if not on)),
+            Delta(
+                frozenset(f for f, on in values.items() if on),
+                frozenset(f for f, on in values.items() if not on),
+            ),
             host_vendor=host_vendor and accel == "kvm",
             levels=levels[accel],
         )
@@ -224,17 +248,25 @@ def _level_changes(
 
 
 def _import_machine(
-    install: QemuInstall, name: str, entry: Mapping[str, Any], names: _Names,
-    tcg: Mapping[str, Definition], table: FeatureTable,
+    install: QemuInstall,
+    name: str,
+    entry: Mapping[str, Any],
+    names: _Names,
+    tcg: Mapping[str, Definition],
+    table: FeatureTable,
 ) -> MachineType:
     """Compat rules of one machine type; TCG expansions on both sides cancel TCG's defaults."""
     with QmpSession(install, name, "tcg") as session:
         alias_of = {
             str(d["name"]): str(d["alias-of"])
-            for d in session.command("query-cpu-definitions") if "alias-of" in d
+            for d in session.command("query-cpu-definitions")
+            if "alias-of" in d
         }
-        every = [*names.versions, *names.aliases,
-                 *(n for model in names.versions.values() for n in model)]
+        every = [
+            *names.versions,
+            *names.aliases,
+            *(n for model in names.versions.values() for n in model),
+        ]
         expanded = {n: _definition(session.static_expansion(n), table) for n in every}
 
     bare = _bare_rule(name, names, alias_of)
@@ -255,10 +287,13 @@ def _import_machine(
         if delta:
             type_deltas.append((type_name, delta))
     return MachineType(
-        name=name, bare=bare, release=machine_release(name),
+        name=name,
+        bare=bare,
+        release=machine_release(name),
         alias=str(entry["alias"]) if entry.get("alias") else None,
         deprecated=bool(entry.get("deprecated", False)),
-        global_delta=global_delta, type_deltas=tuple(type_deltas),
+        global_delta=global_delta,
+        type_deltas=tuple(type_deltas),
     )
 
 
@@ -272,9 +307,7 @@ def _bare_rule(machine: str, names: _Names, alias_of: Mapping[str, str]) -> Bare
     raise QemuError(f"{machine}: bare names follow no known rule: {targets}")
 
 
-def _common_features(
-    before: Mapping[str, Definition], after: Mapping[str, Definition]
-) -> Delta:
+def _common_features(before: Mapping[str, Definition], after: Mapping[str, Definition]) -> Delta:
     """The features a machine type switches for every CPU type (QEMU's global compat props).
 
     What it does to single types beyond that (e.g. CPUID levels that no longer rise
@@ -291,8 +324,14 @@ def _common_features(
 
 def _notes(install: QemuInstall, model_ids: Mapping[str, str]) -> dict[str, str]:
     """Version notes, read from ``-cpu help`` (``model-id [note]``)."""
-    done = subprocess.run([str(install.binary), "-cpu", "help"], capture_output=True, text=True,
-                          env=install.environment(), timeout=60, check=False)
+    done = subprocess.run(
+        [str(install.binary), "-cpu", "help"],
+        capture_output=True,
+        text=True,
+        env=install.environment(),
+        timeout=60,
+        check=False,
+    )
     notes = {}
     for line in done.stdout.splitlines():
         parts = line.strip().split(None, 1)
@@ -310,4 +349,3 @@ def _history() -> dict[str, str]:
     text = (resources.files("cpuver.catalog") / "data" / "qemu-history.json").read_text()
     data = json.loads(text)
     return {name: str(entry["since"]) for name, entry in data["versions"].items()}
-

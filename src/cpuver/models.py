@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, replace
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from cpuver.features import FeatureSet
@@ -43,7 +43,8 @@ class Signature:
         return cls(**{_attr(name): values[name] for name in SIGNATURE_FIELDS})
 
     def with_changes(self, changes: dict[str, SignatureValue]) -> Signature:
-        return replace(self, **{_attr(name): value for name, value in changes.items()})
+        values: dict[str, Any] = {_attr(name): value for name, value in changes.items()}
+        return replace(self, **values)
 
 
 def _attr(qemu_name: str) -> str:
@@ -88,8 +89,10 @@ class Definition:
         if not delta:
             return self
         features = (self.features - delta.off) | delta.on
-        signature = self.signature.with_changes(dict(delta.signature)) if delta.signature else (
-            self.signature
+        signature = (
+            self.signature.with_changes(dict(delta.signature))
+            if delta.signature
+            else (self.signature)
         )
         return Definition(signature, features)
 
@@ -139,7 +142,7 @@ class Model:
         return None
 
 
-class BareRule(str, Enum):
+class BareRule(StrEnum):
     """What an unversioned model name means under a machine type (QEMU's default_cpu_version)."""
 
     V1 = "v1"
@@ -162,7 +165,7 @@ class MachineType:
     release: tuple[int, int] | None = None
     alias: str | None = None
     deprecated: bool = False
-    global_delta: Delta = Delta()
+    global_delta: Delta = field(default_factory=Delta)
     type_deltas: tuple[tuple[str, Delta], ...] = field(default=())
 
     def type_delta(self, type_name: str) -> Delta:
@@ -172,7 +175,9 @@ class MachineType:
         return Delta()
 
 
-_MACHINE_RELEASE = re.compile(r"^pc-(?:i440fx|q35)-(?P<major>[0-9]+)\.(?P<minor>[0-9]+)(?:\.[0-9]+)?$")
+_MACHINE_RELEASE = re.compile(
+    r"^pc-(?:i440fx|q35)-(?P<major>[0-9]+)\.(?P<minor>[0-9]+)(?:\.[0-9]+)?$"
+)
 
 
 def machine_release(name: str) -> tuple[int, int] | None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 from cpuver.catalog import Catalog, NameKind, NameRef
 from cpuver.errors import InvalidSpec, NotRunnable, UnknownRelease, UnknownVersion
@@ -26,7 +26,7 @@ from cpuver.models import BareRule, Definition, Delta, MachineType, Version
 from cpuver.spec import Spec, parse
 
 
-class Rule(str, Enum):
+class Rule(StrEnum):
     MACHINE = "machine-type"
     ALIAS = "alias"
     EXPLICIT = "explicit"
@@ -67,8 +67,12 @@ class Resolver:
     """Resolves specs against one catalog, machine type, accelerator and (optionally) host."""
 
     def __init__(
-        self, catalog: Catalog, machine: str | None = None, accel: str = "kvm",
-        host: HostCapabilities | None = None, features: FeatureTable | None = None,
+        self,
+        catalog: Catalog,
+        machine: str | None = None,
+        accel: str = "kvm",
+        host: HostCapabilities | None = None,
+        features: FeatureTable | None = None,
     ) -> None:
         self.catalog = catalog
         self.machine = catalog.machine(machine)
@@ -83,8 +87,13 @@ class Resolver:
         ref = self.catalog.lookup(spec.name)
         user = self._user_changes(spec)
         if spec.version is not None and ref.kind is not NameKind.BARE:
-            raise InvalidSpec(f"{spec.name!r} already names a version; use the bare model name "
-                              f"{ref.model.name!r} with version=", text, 0, len(spec.name))
+            raise InvalidSpec(
+                f"{spec.name!r} already names a version; use the bare model name "
+                f"{ref.model.name!r} with version=",
+                text,
+                0,
+                len(spec.name),
+            )
         selector = spec.version
         if selector is not None and selector.kind == "best":
             return self._best(text, spec, ref, user)
@@ -113,41 +122,69 @@ class Resolver:
         return Delta(on, off)
 
     def _versioned(self, version: Version) -> NameRef:
-        return NameRef(version.name, self.catalog.models[version.model], NameKind.VERSIONED, version)
+        return NameRef(
+            version.name, self.catalog.models[version.model], NameKind.VERSIONED, version
+        )
 
-    def _choose(
-        self, ref: NameRef, spec: Spec
-    ) -> tuple[Rule, str, Version, Definition, str]:
+    def _choose(self, ref: NameRef, spec: Spec) -> tuple[Rule, str, Version, Definition, str]:
         selector = spec.version
         machine = self.machine.name
         if selector is None:
             if ref.kind is NameKind.VERSIONED and ref.version:
-                return (Rule.EXPLICIT, f"{ref.name} names that version", ref.version,
-                        self.effective(ref), ref.version.name)
+                return (
+                    Rule.EXPLICIT,
+                    f"{ref.name} names that version",
+                    ref.version,
+                    self.effective(ref),
+                    ref.version.name,
+                )
             if ref.kind is NameKind.ALIAS and ref.version:
                 start = self.effective(ref)
-                return (Rule.ALIAS, f"{ref.name} is an alias of {ref.version.name}", ref.version,
-                        start, self._revision_name(ref.version, start, self.machine))
+                return (
+                    Rule.ALIAS,
+                    f"{ref.name} is an alias of {ref.version.name}",
+                    ref.version,
+                    start,
+                    self._revision_name(ref.version, start, self.machine),
+                )
             version = self.catalog.bare_version(ref.model, self.machine)
             if self.machine.bare is BareRule.LEGACY:
-                reason = (f"machine type {machine} predates versioned CPU models: {ref.name} is "
-                          f"its original definition with {machine}'s compat properties")
+                reason = (
+                    f"machine type {machine} predates versioned CPU models: {ref.name} is "
+                    f"its original definition with {machine}'s compat properties"
+                )
             else:
                 reason = f"machine type {machine} maps {ref.name} to {version.name}"
             start = self.effective(ref)
-            return (Rule.MACHINE, reason, version, start,
-                    self._revision_name(version, start, self.machine))
+            return (
+                Rule.MACHINE,
+                reason,
+                version,
+                start,
+                self._revision_name(version, start, self.machine),
+            )
         if selector.kind == "latest":
             version = ref.model.latest
-            return (Rule.LATEST, f"{version.name} is the highest version of {ref.name}", version,
-                    self.effective(self._versioned(version)), version.name)
+            return (
+                Rule.LATEST,
+                f"{version.name} is the highest version of {ref.name}",
+                version,
+                self.effective(self._versioned(version)),
+                version.name,
+            )
         if selector.kind == "number" and selector.number is not None:
             found = ref.model.version(selector.number)
             if found is None:
-                raise UnknownVersion(f"{ref.name}-v{selector.number}",
-                                     [v.name for v in ref.model.versions])
-            return (Rule.EXPLICIT, f"version={selector} asked for {found.name}", found,
-                    self.effective(self._versioned(found)), found.name)
+                raise UnknownVersion(
+                    f"{ref.name}-v{selector.number}", [v.name for v in ref.model.versions]
+                )
+            return (
+                Rule.EXPLICIT,
+                f"version={selector} asked for {found.name}",
+                found,
+                self.effective(self._versioned(found)),
+                found.name,
+            )
         assert selector.release is not None
         era = self._machine_of_release(selector.release)
         version = self.catalog.bare_version(ref.model, era)
@@ -162,13 +199,15 @@ class Resolver:
                 if machine.release == wanted and machine.name.startswith(family):
                     return machine
         known = sorted({m.release for m in self.catalog.machines.values() if m.release})
-        raise UnknownRelease(".".join(map(str, release)),
-                             [f"{major}.{minor}.0" for major, minor in known[-3:]])
+        raise UnknownRelease(
+            ".".join(map(str, release)), [f"{major}.{minor}.0" for major, minor in known[-3:]]
+        )
 
     def _best(self, text: str, spec: Spec, ref: NameRef, user: Delta) -> Resolution:
         if self.offers is None:
-            raise NotRunnable(text, {"(no host)": ("version=best needs host capabilities "
-                                                    f"for {self.accel}",)})
+            raise NotRunnable(
+                text, {"(no host)": (f"version=best needs host capabilities for {self.accel}",)}
+            )
         rejected: list[tuple[str, tuple[str, ...]]] = []
         for version in reversed(ref.model.versions):
             definition = self.effective(self._versioned(version)).apply(user)
@@ -177,11 +216,14 @@ class Resolver:
                 rejected.append((version.name, missing))
                 continue
             newer = ref.model.latest.number - version.number
-            reason = (f"{version.name} is the highest version of {ref.name} this host can run "
-                      f"under {self.accel}" + (f" ({newer} newer rejected)" if newer else ""))
+            reason = (
+                f"{version.name} is the highest version of {ref.name} this host can run "
+                f"under {self.accel}" + (f" ({newer} newer rejected)" if newer else "")
+            )
             older = self._older_rejections(ref, version, user)
-            return self._answer(text, spec, version, definition, Rule.BEST, reason,
-                                blockers=(*rejected, *older))
+            return self._answer(
+                text, spec, version, definition, Rule.BEST, reason, blockers=(*rejected, *older)
+            )
         raise NotRunnable(text, dict(rejected))
 
     def _older_rejections(
@@ -204,13 +246,29 @@ class Resolver:
         return f"{version.model}@{era.name}"
 
     def _answer(
-        self, text: str, spec: Spec, version: Version, definition: Definition, rule: Rule,
-        reason: str, name: str | None = None,
-        blockers: Sequence[tuple[str, tuple[str, ...]]] = (), missing: tuple[str, ...] = (),
+        self,
+        text: str,
+        spec: Spec,
+        version: Version,
+        definition: Definition,
+        rule: Rule,
+        reason: str,
+        name: str | None = None,
+        blockers: Sequence[tuple[str, tuple[str, ...]]] = (),
+        missing: tuple[str, ...] = (),
     ) -> Resolution:
         changes = Delta.between(self.effective(self._versioned(version)), definition)
         return Resolution(
-            spec=text, name=name or version.name, version=version, definition=definition,
-            changes=changes, rule=rule, reason=reason, machine=self.machine.name,
-            accel=self.accel, blockers=tuple(blockers), missing=missing, enforce=spec.enforce,
+            spec=text,
+            name=name or version.name,
+            version=version,
+            definition=definition,
+            changes=changes,
+            rule=rule,
+            reason=reason,
+            machine=self.machine.name,
+            accel=self.accel,
+            blockers=tuple(blockers),
+            missing=missing,
+            enforce=spec.enforce,
         )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 from cpuver.errors import UnknownAccelerator, UnknownMachineType, UnknownModel, UnknownVersion
 from cpuver.features import FeatureSet
@@ -33,7 +33,7 @@ class Accelerator:
     """What an accelerator adds on top of every named model (QEMU's kvm/tcg default props)."""
 
     name: str
-    defaults: Delta = Delta()
+    defaults: Delta = field(default_factory=Delta)
     host_vendor: bool = False
     """True when the accelerator reports the host's CPU vendor instead of the model's (KVM)."""
     levels: tuple[tuple[str, Delta], ...] = ()
@@ -47,7 +47,7 @@ class Accelerator:
         return self.defaults
 
 
-class NameKind(str, Enum):
+class NameKind(StrEnum):
     BARE = "bare"
     VERSIONED = "versioned"
     ALIAS = "alias"
@@ -106,8 +106,8 @@ class Catalog:
         if name in self.models:
             return NameRef(name, self.models[name], NameKind.BARE)
         if name in self._aliases:
-            version = self._aliases[name]
-            return NameRef(name, self.models[version.model], NameKind.ALIAS, version)
+            target = self._aliases[name]
+            return NameRef(name, self.models[target.model], NameKind.ALIAS, target)
         versioned = split_versioned_name(name)
         if versioned and versioned[0] in self.models:
             model = self.models[versioned[0]]

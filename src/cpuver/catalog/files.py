@@ -116,12 +116,20 @@ class _Reader:
 
 
 def _kind_name(kind: type | tuple[type, ...]) -> str:
-    names = {str: "a string", int: "an integer", list: "a list", dict: "an object", bool: "true/false"}
+    names = {
+        str: "a string",
+        int: "an integer",
+        list: "a list",
+        dict: "an object",
+        bool: "true/false",
+    }
     kinds = kind if isinstance(kind, tuple) else (kind,)
     return " or ".join(names.get(k, k.__name__) for k in kinds)
 
 
-def load(directory: Path, features: FeatureTable | None = None, source: str | None = None) -> Catalog:
+def load(
+    directory: Path, features: FeatureTable | None = None, source: str | None = None
+) -> Catalog:
     """Load and validate a catalog directory."""
     table = features or FeatureTable.bundled()
     if not (directory / "catalog.json").is_file():
@@ -153,8 +161,9 @@ def load(directory: Path, features: FeatureTable | None = None, source: str | No
     if not models:
         raise CatalogError(str(directory), "no models (models/*.json)")
     machines = _load_machines(_Reader(directory / "machines.json", table), models)
-    return Catalog(release, build, models, machines, accelerators, tcg_offers,
-                   source or str(directory))
+    return Catalog(
+        release, build, models, machines, accelerators, tcg_offers, source or str(directory)
+    )
 
 
 def _load_model(reader: _Reader) -> Model:
@@ -170,8 +179,10 @@ def _load_model(reader: _Reader) -> Model:
         number = reader.field(obj, "version", int, where)
         expected = versions[-1].number + 1 if versions else 1
         if number != expected:
-            problem = "is defined twice" if any(v.number == number for v in versions) else (
-                f"is out of order (expected {expected})"
+            problem = (
+                "is defined twice"
+                if any(v.number == number for v in versions)
+                else (f"is out of order (expected {expected})")
             )
             raise reader.fail(f"{where}.version", f"version {number} {problem}")
         if previous is None:
@@ -180,19 +191,26 @@ def _load_model(reader: _Reader) -> Model:
             if missing:
                 raise reader.fail(f"{where}.signature", f"missing field {missing[0]!r}")
             reader.signature_changes(sig, f"{where}.signature")
-            definition = Definition(Signature.from_dict(sig), reader.feature_list(obj, "features", where))
+            definition = Definition(
+                Signature.from_dict(sig), reader.feature_list(obj, "features", where)
+            )
         else:
             changes = {k: v for k, v in obj.items() if k in ("signature",)}
             changes["on"] = obj.get("added", [])
             changes["off"] = obj.get("removed", [])
             definition = previous.apply(reader.delta(changes, where))
         aliases = tuple(reader.optional(obj, "aliases", list, where, []))
-        versions.append(Version(
-            model=name, number=number, definition=definition, aliases=aliases,
-            note=reader.optional(obj, "note", str, where, None),
-            since=reader.optional(obj, "since", str, where, None),
-            deprecated=reader.optional(obj, "deprecated", bool, where, deprecated),
-        ))
+        versions.append(
+            Version(
+                model=name,
+                number=number,
+                definition=definition,
+                aliases=aliases,
+                note=reader.optional(obj, "note", str, where, None),
+                since=reader.optional(obj, "since", str, where, None),
+                deprecated=reader.optional(obj, "deprecated", bool, where, deprecated),
+            )
+        )
         previous = definition
     if not versions:
         raise reader.fail("versions", "a model needs at least one version")
@@ -211,13 +229,17 @@ def _load_machines(reader: _Reader, models: Mapping[str, Model]) -> dict[str, Ma
         global_delta = reader.delta(compat.get("*", {}), f"{where}.compat.*")
         type_deltas = tuple(
             (type_name, reader.delta(delta, f"{where}.compat.{type_name}"))
-            for type_name, delta in sorted(compat.items()) if type_name != "*"
+            for type_name, delta in sorted(compat.items())
+            if type_name != "*"
         )
         machines[name] = MachineType(
-            name=name, bare=bare, release=machine_release(name),
+            name=name,
+            bare=bare,
+            release=machine_release(name),
             alias=reader.optional(obj, "alias", str, where, None),
             deprecated=reader.optional(obj, "deprecated", bool, where, False),
-            global_delta=global_delta, type_deltas=type_deltas,
+            global_delta=global_delta,
+            type_deltas=type_deltas,
         )
     if not machines:
         raise reader.fail("machines", "no machine types")
@@ -241,9 +263,7 @@ def dump(catalog: Catalog, directory: Path) -> None:
         "tcg-offers": sorted(catalog.tcg_offers),
     }
     _write(directory / "catalog.json", head)
-    machines = {
-        name: _machine_json(machine) for name, machine in sorted(catalog.machines.items())
-    }
+    machines = {name: _machine_json(machine) for name, machine in sorted(catalog.machines.items())}
     _write(directory / "machines.json", {"machines": machines})
     for model in catalog.models.values():
         _write(directory / "models" / f"{model.name}.json", model_json(model))

@@ -53,8 +53,10 @@ def from_json(data: Any, source: str, features: FeatureTable | None = None) -> H
         return _from_expansion(data["model"], source, table)
     if "schema" in data:
         return _from_snapshot(data, source, table)
-    raise HostError(f"{source}: neither a cpuver host snapshot (no 'schema') nor a QMP "
-                    "query-cpu-model-expansion reply (no 'model')")
+    raise HostError(
+        f"{source}: neither a cpuver host snapshot (no 'schema') nor a QMP "
+        "query-cpu-model-expansion reply (no 'model')"
+    )
 
 
 def _from_expansion(model: Any, source: str, table: FeatureTable) -> HostCapabilities:
@@ -71,15 +73,18 @@ def _from_expansion(model: Any, source: str, table: FeatureTable) -> HostCapabil
 
 def _from_snapshot(data: dict[str, Any], source: str, table: FeatureTable) -> HostCapabilities:
     if data["schema"] != SNAPSHOT_SCHEMA:
-        raise HostError(f"{source}: schema: {data['schema']!r} is not {SNAPSHOT_SCHEMA!r} "
-                        "(a newer cpuver wrote it?)")
+        raise HostError(
+            f"{source}: schema: {data['schema']!r} is not {SNAPSHOT_SCHEMA!r} "
+            "(a newer cpuver wrote it?)"
+        )
     name = data.get("host")
     if not isinstance(name, str):
         raise HostError(f"{source}: host: expected the host name as a string")
     accelerators = data.get("accelerators")
     if not isinstance(accelerators, dict) or not accelerators:
-        raise HostError(f"{source}: accelerators: expected an object like "
-                        '{"kvm": {"features": [...]}}')
+        raise HostError(
+            f'{source}: accelerators: expected an object like {{"kvm": {{"features": [...]}}}}'
+        )
     offers: dict[str, FeatureSet] = {}
     for accel, entry in accelerators.items():
         where = f"{source}: accelerators.{accel}.features"
@@ -92,5 +97,10 @@ def _from_snapshot(data: dict[str, Any], source: str, table: FeatureTable) -> Ho
         offers[accel] = frozenset(names)
     vendor = data.get("vendor")
     provenance = data.get("provenance", {})
-    return HostCapabilities(name, offers, vendor if isinstance(vendor, str) else None, source,
-                            provenance if isinstance(provenance, dict) else {})
+    return HostCapabilities(
+        name,
+        offers,
+        vendor if isinstance(vendor, str) else None,
+        source,
+        provenance if isinstance(provenance, dict) else {},
+    )

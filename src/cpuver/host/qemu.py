@@ -8,6 +8,7 @@ QEMU releases can live side by side.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -61,8 +62,12 @@ class QemuInstall:
         """The first line of ``-version`` (``QEMU emulator version 10.0.2 (Debian ...)``)."""
         try:
             done = subprocess.run(
-                [str(self.binary), "-version"], capture_output=True, text=True, timeout=30,
-                env=self.environment(), check=False,
+                [str(self.binary), "-version"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                env=self.environment(),
+                check=False,
             )
         except OSError as err:
             raise QemuError(f"cannot run {self.binary}: {err.strerror}") from err
@@ -85,10 +90,19 @@ class QmpSession:
 
     def argv(self, socket_path: Path) -> list[str]:
         return [
-            str(self.install.binary), *self.install.firmware_args(),
-            "-machine", self.machine, "-accel", self.accel,
-            "-nodefaults", "-display", "none", "-S", "-no-user-config",
-            "-qmp", f"unix:{socket_path},server=on,wait=off",
+            str(self.install.binary),
+            *self.install.firmware_args(),
+            "-machine",
+            self.machine,
+            "-accel",
+            self.accel,
+            "-nodefaults",
+            "-display",
+            "none",
+            "-S",
+            "-no-user-config",
+            "-qmp",
+            f"unix:{socket_path},server=on,wait=off",
         ]
 
     def __enter__(self) -> QmpSession:
@@ -100,7 +114,9 @@ class QmpSession:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         self.close()
@@ -112,8 +128,11 @@ class QmpSession:
         with stderr_path.open("wb") as stderr:
             try:
                 self._process = subprocess.Popen(
-                    self.argv(socket_path), stdin=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL, stderr=stderr, env=self.install.environment(),
+                    self.argv(socket_path),
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=stderr,
+                    env=self.install.environment(),
                 )
             except OSError as err:
                 raise QemuError(f"cannot start {self.install.binary}: {err.strerror}") from err
@@ -142,7 +161,9 @@ class QmpSession:
         detail = stderr_path.read_text(errors="replace").strip().splitlines()
         errors = [line for line in detail if "warning:" not in line]
         reason = f": {errors[-1]}" if errors else ""
-        return f"QEMU {self.install.binary} -machine {self.machine} -accel {self.accel} {what}{reason}"
+        return (
+            f"QEMU {self.install.binary} -machine {self.machine} -accel {self.accel} {what}{reason}"
+        )
 
     def command(self, name: str, **arguments: Any) -> Any:
         """Run one QMP command and return its ``return`` value."""
@@ -151,16 +172,14 @@ class QmpSession:
         try:
             return self._qmp.cmd(name, **arguments)
         except ExecuteError as err:
-            raise QemuError(f"QMP {name} failed: {err.error.desc}") from err
+            raise QemuError(f"QMP {name} failed: {err.error.error.desc}") from err
         except QMPError as err:
             raise QemuError(f"QMP {name} failed: {err}") from err
 
     def close(self) -> None:
         if self._qmp is not None:
-            try:
+            with contextlib.suppress(QMPError, OSError):
                 self._qmp.close()
-            except (QMPError, OSError):
-                pass
             self._qmp = None
         if self._process is not None:
             if self._process.poll() is None:
@@ -173,7 +192,5 @@ class QmpSession:
 
     def static_expansion(self, model: str) -> dict[str, Any]:
         """``query-cpu-model-expansion`` type static: the props QEMU reports for ``model``."""
-        reply = self.command(
-            "query-cpu-model-expansion", type="static", model={"name": model}
-        )
+        reply = self.command("query-cpu-model-expansion", type="static", model={"name": model})
         return dict(reply["model"]["props"])

@@ -1,0 +1,66 @@
+"""Shared test set-up: real QEMU binaries and KVM.
+
+Fixtures
+    ``qemu72``, ``qemu100``  the QEMU 7.2 / 10.0 builds (:class:`qemu_install.QemuInstall`)
+    ``qemu_release``         parametrised over both releases (test ids ``[7.2]``, ``[10.0]``)
+    ``qemu_binary``          a function ``release -> QemuInstall`` for tests that pick at run time
+
+Tests that use any of them are marked ``qemu`` automatically. A missing (or wrong) binary skips
+the test, except when ``CI=true``: then it fails, so CI never goes green without the oracle tests.
+Tests marked ``kvm`` are skipped when ``/dev/kvm`` is not usable.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import pytest
+
+from qemu_install import RELEASES, QemuInstall, find, kvm_available
+
+QEMU_FIXTURES = frozenset({"qemu72", "qemu100", "qemu_release", "qemu_binary"})
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI") == "true"
+
+
+def qemu_binary(release: str) -> QemuInstall:
+    """The QEMU build of ``release`` (``"7.2"`` or ``"10.0"``); skips (CI: fails) if missing."""
+    found = find(release)
+    if isinstance(found, QemuInstall):
+        return found
+    if in_ci():
+        pytest.fail(f"{found} [CI=true: tests needing QEMU fail, never skip]", pytrace=False)
+    pytest.skip(found)
+
+
+@pytest.fixture(scope="session", name="qemu_binary")
+def qemu_binary_fixture() -> Callable[[str], QemuInstall]:
+    return qemu_binary
+
+
+@pytest.fixture(scope="session")
+def qemu72() -> QemuInstall:
+    return qemu_binary("7.2")
+
+
+@pytest.fixture(scope="session")
+def qemu100() -> QemuInstall:
+    return qemu_binary("10.0")
+
+
+@pytest.fixture(scope="session", params=RELEASES)
+def qemu_release(request: pytest.FixtureRequest) -> QemuInstall:
+    release: str = request.param
+    return qemu_binary(release)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    kvm_ok = kvm_available()
+    for item in items:
+        if QEMU_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.qemu)
+        if not kvm_ok and item.get_closest_marker("kvm") is not None:
+            item.add_marker(pytest.mark.skip(reason="/dev/kvm is not usable by this process"))
