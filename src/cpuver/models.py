@@ -167,6 +167,16 @@ class MachineType:
     deprecated: bool = False
     global_delta: Delta = field(default_factory=Delta)
     type_deltas: tuple[tuple[str, Delta], ...] = field(default=())
+    versions: tuple[tuple[str, int], ...] = ()
+    """Bare names this machine type maps to a version other than its rule's (model, number);
+    QEMU itself never does this, a user catalog may (the seed maps pc-*-X.Y to the newest
+    version not newer than X.Y)."""
+
+    def version_for(self, model: str) -> int | None:
+        for name, number in self.versions:
+            if name == model:
+                return number
+        return None
 
     def type_delta(self, type_name: str) -> Delta:
         for name, delta in self.type_deltas:

@@ -147,6 +147,9 @@ class Catalog:
 
     def bare_version(self, model: Model, machine: MachineType) -> Version:
         """The version a bare name starts from under ``machine`` (v1 for legacy machines)."""
+        mapped = machine.version_for(model.name)
+        if mapped is not None:
+            return model.version(mapped) or model.versions[0]
         if machine.bare is BareRule.LATEST:
             return model.latest
         return model.versions[0]

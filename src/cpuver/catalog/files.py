@@ -232,6 +232,15 @@ def _load_machines(reader: _Reader, models: Mapping[str, Model]) -> dict[str, Ma
             for type_name, delta in sorted(compat.items())
             if type_name != "*"
         )
+        versions = reader.optional(obj, "versions", dict, where, {})
+        for model_name, number in versions.items():
+            spot = f"{where}.versions.{model_name}"
+            if model_name not in models:
+                raise reader.fail(spot, f"unknown model {model_name!r}")
+            if not isinstance(number, int) or models[model_name].version(number) is None:
+                raise reader.fail(spot, f"{model_name} has no version {number!r}")
+        if versions and bare is BareRule.LEGACY:
+            raise reader.fail(f"{where}.versions", "a legacy machine type maps no versions")
         machines[name] = MachineType(
             name=name,
             bare=bare,
@@ -240,6 +249,7 @@ def _load_machines(reader: _Reader, models: Mapping[str, Model]) -> dict[str, Ma
             deprecated=reader.optional(obj, "deprecated", bool, where, False),
             global_delta=global_delta,
             type_deltas=type_deltas,
+            versions=tuple(sorted(versions.items())),
         )
     if not machines:
         raise reader.fail("machines", "no machine types")
@@ -309,6 +319,8 @@ def _machine_json(machine: MachineType) -> dict[str, Any]:
         out["alias"] = machine.alias
     if machine.deprecated:
         out["deprecated"] = True
+    if machine.versions:
+        out["versions"] = dict(machine.versions)
     compat = {}
     if machine.global_delta:
         compat["*"] = _delta_json(machine.global_delta)
