@@ -1,29 +1,40 @@
-"""Build cpuver's bundled feature table from the QEMU facts file and Linux's cpuinfo names.
+"""Build cpuver's bundled feature table from the QEMU facts, Linux's and libvirt's feature names.
 
 The package cannot read the shared QEMU facts at run time, so this maintainer script turns them
-into ``src/cpuver/catalog/data/features.json``. Linux ``/proc/cpuinfo`` names are joined to QEMU
-features by CPUID location (leaf, subleaf, register, bit), never by spelling, because the two
-projects name many bits differently (Linux ``dts``, ``rng``, ``tsc_deadline_timer`` are QEMU ``ds``,
-``xstore``, ``tsc-deadline``).
+into ``src/cpuver/catalog/data/features.json``. Linux ``/proc/cpuinfo`` names and libvirt's CPU
+map names are joined to QEMU features by location (CPUID leaf, subleaf, register, bit, or MSR
+index and bit), never by spelling, because the projects name many bits differently (Linux
+``dts``, ``rng``, ``tsc_deadline_timer`` are QEMU ``ds``, ``xstore``, ``tsc-deadline``; libvirt
+``pclmuldq``, ``cmt`` are QEMU ``pclmulqdq``, Linux ``cqm``). A join is checked against the QEMU
+spellings libvirt records itself (``<alias source='qemu'>``).
+
+libvirt's names come from ``tools/libvirt_x86_features.json``, facts extracted from one libvirt
+release's ``cpu_map/x86_features.xml`` (its source is recorded in the file), so the table can be
+rebuilt without libvirt installed. To re-extract them from another release, pass that file with
+``--import-libvirt XML --libvirt-source TEXT``.
 
 The output is deterministic (sorted, fixed formatting, trailing newline) so that running the script
 twice gives identical bytes and a test can prove the bundled file is current.
 
 Usage: python tools/build_feature_table.py QEMU_FEATURES_JSON [--output PATH]
+       [--libvirt-data PATH] [--import-libvirt X86_FEATURES_XML --libvirt-source TEXT]
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import re
 import sys
-from collections.abc import Mapping, Sequence
+import xml.etree.ElementTree as ElementTree
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUTPUT = REPO_ROOT / "src" / "cpuver" / "catalog" / "data" / "features.json"
+DEFAULT_LIBVIRT_DATA = Path(__file__).resolve().with_name("libvirt_x86_features.json")
 
 LINUX_SOURCE = (
     "torvalds/linux arch/x86/include/asm/cpufeatures.h "
@@ -184,9 +195,154 @@ def linux_name_of(
     return names.pop() if names else None
 
 
-def build_table(facts: Mapping[str, Any]) -> dict[str, Any]:
-    """Join the QEMU facts with the Linux names into the bundled table's structure."""
+LocationKey = tuple[Any, ...]
+
+
+def location_key(location: Mapping[str, Any]) -> LocationKey:
+    """One hashable key per bit, equal for equal locations in the QEMU and libvirt data."""
+    if location["kind"] == "cpuid":
+        leaf = int(location["leaf"], 16)
+        return ("cpuid", leaf, location["subleaf"], location["register"], location["bit"])
+    if location["kind"] == "msr":
+        return ("msr", int(location["index"], 16), location["bit"])
+    raise ValueError(f"unknown location kind {location['kind']!r}")
+
+
+def set_bits(mask: int) -> list[int]:
+    return [bit for bit in range(mask.bit_length()) if mask >> bit & 1]
+
+
+def _hex_attribute(element: ElementTree.Element, attribute: str, default: str = "0") -> int:
+    return int(element.get(attribute, default), 16)
+
+
+def extract_libvirt(xml_text: str, source: str) -> dict[str, Any]:
+    """Facts of libvirt's ``cpu_map/x86_features.xml``: each name, its bit and its aliases.
+
+    libvirt writes a CPUID bit as ``<cpuid eax_in= [ecx_in=] REG=mask/>`` (no ``ecx_in``: leaf
+    not indexed) and an MSR bit as ``<msr index= edx= eax=/>`` (a 64-bit mask, edx the high half,
+    numbered 0-63 as QEMU numbers MSR feature bits). Every feature must name exactly one bit.
+    """
+    root = ElementTree.fromstring(xml_text)
+    features: list[dict[str, Any]] = []
+    for element in root.findall("feature"):
+        name = element.get("name")
+        if not name:
+            raise ValueError("libvirt feature without a name")
+        locations: list[dict[str, Any]] = []
+        for cpuid in element.findall("cpuid"):
+            ecx_in = cpuid.get("ecx_in")
+            for register in ("eax", "ebx", "ecx", "edx"):
+                locations += [
+                    {
+                        "kind": "cpuid",
+                        "leaf": f"{_hex_attribute(cpuid, 'eax_in', ''):#x}",
+                        "subleaf": None if ecx_in is None else int(ecx_in, 16),
+                        "register": register,
+                        "bit": bit,
+                    }
+                    for bit in set_bits(_hex_attribute(cpuid, register))
+                ]
+        for msr in element.findall("msr"):
+            mask = _hex_attribute(msr, "edx") << 32 | _hex_attribute(msr, "eax")
+            locations += [
+                {"kind": "msr", "index": f"{_hex_attribute(msr, 'index', ''):#x}", "bit": bit}
+                for bit in set_bits(mask)
+            ]
+        if len(locations) != 1:
+            raise ValueError(f"libvirt feature {name!r} names {len(locations)} bits, not one")
+        aliases = sorted(
+            {(alias.get("source", ""), alias.get("name", "")) for alias in element.findall("alias")}
+        )
+        features.append(
+            {
+                "name": name,
+                "location": locations[0],
+                "aliases": [{"name": alias, "source": origin} for origin, alias in aliases],
+            }
+        )
+    features.sort(key=lambda feature: feature["name"])
+    names = [feature["name"] for feature in features]
+    if len(set(names)) != len(names):
+        raise ValueError("libvirt's CPU map lists a feature name twice")
+    return {"source": source, "features": features}
+
+
+def libvirt_names_by_location(libvirt: Mapping[str, Any]) -> dict[LocationKey, str]:
+    """Index libvirt's names by location, refusing two names for one bit."""
+    by_location: dict[LocationKey, str] = {}
+    for feature in libvirt["features"]:
+        key = location_key(feature["location"])
+        if by_location.setdefault(key, feature["name"]) != feature["name"]:
+            raise ValueError(f"libvirt names {by_location[key]!r} and {feature['name']!r} one bit")
+    return by_location
+
+
+def libvirt_name_of(
+    name: str, locations: Sequence[Mapping[str, Any]], libvirt: Mapping[LocationKey, str]
+) -> str | None:
+    """The name libvirt's CPU map gives the feature's bit(s), if any.
+
+    Where QEMU gives one name two bits that libvirt names apart (QEMU's table calls bit 41 of
+    the EPT/VPID capabilities MSR ``vmx-invept-single-context`` too; libvirt calls it
+    ``vmx-invvpid-single-context``), the libvirt name spelled as QEMU's is the one.
+    """
+    names = {libvirt[key] for key in map(location_key, locations) if key in libvirt}
+    if len(names) > 1:
+        names &= {name}
+        if len(names) != 1:
+            raise ValueError(f"QEMU {name!r} is at several libvirt names: {sorted(names)}")
+    return names.pop() if names else None
+
+
+def _spelling_key(spelling: str) -> str:
+    """As QEMU's option parser reads a name: every "_" is a "-"."""
+    return spelling.replace("_", "-")
+
+
+def check_libvirt_join(features: Iterable[Mapping[str, Any]], libvirt: Mapping[str, Any]) -> None:
+    """Prove the location join right with libvirt's own words.
+
+    libvirt records the QEMU spelling of some names (``<alias source='qemu'>``, e.g. ``pclmulqdq``
+    for ``pclmuldq``); each must be a spelling of the QEMU feature joined by location. And no
+    libvirt name may be joined to two QEMU features.
+    """
+    joined: dict[str, Mapping[str, Any]] = {}
+    for feature in features:
+        name = feature["libvirt_name"]
+        if name is None:
+            continue
+        if name in joined:
+            raise ValueError(
+                f"libvirt {name!r} joined to {joined[name]['name']!r} and {feature['name']!r}"
+            )
+        joined[name] = feature
+    for entry in libvirt["features"]:
+        qemu_aliases = [a["name"] for a in entry["aliases"] if a["source"] == "qemu"]
+        if not qemu_aliases:
+            continue
+        owner = joined.get(entry["name"])
+        if owner is None:
+            raise ValueError(f"libvirt {entry['name']!r} has QEMU aliases but no QEMU bit")
+        spellings = {_spelling_key(s) for s in (owner["name"], *owner["aliases"])}
+        strays = [alias for alias in qemu_aliases if _spelling_key(alias) not in spellings]
+        if strays:
+            raise ValueError(
+                f"libvirt {entry['name']!r} says QEMU calls it {strays}, "
+                f"but its bit is QEMU's {owner['name']!r}"
+            )
+
+
+def unjoined_libvirt_names(table: Mapping[str, Any], libvirt: Mapping[str, Any]) -> list[str]:
+    """libvirt names at bits QEMU has no feature for (QEMU cannot be asked for them)."""
+    joined = {feature["libvirt_name"] for feature in table["features"]}
+    return [entry["name"] for entry in libvirt["features"] if entry["name"] not in joined]
+
+
+def build_table(facts: Mapping[str, Any], libvirt: Mapping[str, Any]) -> dict[str, Any]:
+    """Join the QEMU facts with the Linux and libvirt names into the bundled table's structure."""
     linux = linux_names_by_location()
+    libvirt_by_location = libvirt_names_by_location(libvirt)
     features = []
     for fact in facts["features"]:
         locations = locations_of(fact)
@@ -195,6 +351,7 @@ def build_table(facts: Mapping[str, Any]) -> dict[str, Any]:
                 "name": fact["name"],
                 "aliases": sorted(fact["aliases"]),
                 "linux_name": linux_name_of(locations, linux),
+                "libvirt_name": libvirt_name_of(fact["name"], locations, libvirt_by_location),
                 "locations": locations,
                 "since": fact["first_release_known"],
             }
@@ -203,7 +360,9 @@ def build_table(facts: Mapping[str, Any]) -> dict[str, Any]:
     names = [feature["name"] for feature in features]
     if len(set(names)) != len(names):
         raise ValueError("the facts list a QEMU feature name twice")
+    check_libvirt_join(features, libvirt)
     return {
+        "libvirt_source": libvirt["source"],
         "linux_source": LINUX_SOURCE,
         "qemu_source": qemu_source(facts["about"]),
         "features": features,
@@ -226,14 +385,49 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("facts", type=Path, help="path to qemu-facts/qemu-features.json")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="where to write")
+    parser.add_argument(
+        "--libvirt-data",
+        type=Path,
+        default=DEFAULT_LIBVIRT_DATA,
+        help="libvirt feature facts to read (or, with --import-libvirt, to write)",
+    )
+    parser.add_argument(
+        "--import-libvirt",
+        type=Path,
+        metavar="X86_FEATURES_XML",
+        help="first re-extract --libvirt-data from libvirt's cpu_map/x86_features.xml",
+    )
+    parser.add_argument(
+        "--libvirt-source",
+        help="with --import-libvirt: where the XML came from (package, version, distribution)",
+    )
     args = parser.parse_args(argv)
+    if args.import_libvirt is not None:
+        if not args.libvirt_source:
+            parser.error("--import-libvirt needs --libvirt-source")
+        xml_bytes = args.import_libvirt.read_bytes()
+        source = (
+            f"{args.libvirt_source}: /usr/share/libvirt/cpu_map/x86_features.xml "
+            f"(sha256 {hashlib.sha256(xml_bytes).hexdigest()})"
+        )
+        extracted = extract_libvirt(xml_bytes.decode("utf-8"), source)
+        args.libvirt_data.write_text(render(extracted), encoding="utf-8", newline="\n")
+        print(
+            f"wrote {args.libvirt_data}: {len(extracted['features'])} libvirt features",
+            file=sys.stderr,
+        )
     facts = json.loads(args.facts.read_text(encoding="utf-8"))
-    table = build_table(facts)
+    libvirt = json.loads(args.libvirt_data.read_text(encoding="utf-8"))
+    table = build_table(facts, libvirt)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(render(table), encoding="utf-8", newline="\n")
-    mapped = sum(feature["linux_name"] is not None for feature in table["features"])
+    linux = sum(feature["linux_name"] is not None for feature in table["features"])
+    joined = sum(feature["libvirt_name"] is not None for feature in table["features"])
+    unjoined = unjoined_libvirt_names(table, libvirt)
     print(
-        f"wrote {args.output}: {len(table['features'])} features, {mapped} with a Linux name",
+        f"wrote {args.output}: {len(table['features'])} features, {linux} with a Linux name, "
+        f"{joined} with a libvirt name; libvirt names at bits QEMU has no feature for: "
+        f"{', '.join(unjoined) or 'none'}",
         file=sys.stderr,
     )
     return 0

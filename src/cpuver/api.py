@@ -21,7 +21,7 @@ from cpuver.catalog.overlay import apply_overlay
 from cpuver.catalog.releases import catalog_for_release
 from cpuver.errors import HostError, NotRunnable, QemuError, UnknownRelease
 from cpuver.host.capabilities import HostCapabilities, from_json
-from cpuver.host.qemu import QemuInstall, QmpSession
+from cpuver.host.qemu import QemuInstall, offered_features
 from cpuver.models import IDENTITY_FIELDS, SIGNATURE_FIELDS
 from cpuver.resolve import Resolution, Resolver
 
@@ -68,12 +68,8 @@ def probe_with_qemu(binary: Path, accels: Iterable[str] | None = None) -> HostCa
     vendor = None
     provenance = {"method": "qemu", "qemu": install.version()}
     for accel in wanted:
-        model = "host" if accel == "kvm" else "max"
-        with QmpSession(install, "none", accel) as session:
-            props = session.static_expansion(model)
-        caps = from_json({"model": {"name": model, "props": props}}, f"{binary} ({accel})")
-        offers.update(caps.offers)
-        vendor = vendor or (caps.vendor if accel == "kvm" else None)
+        offers[accel], accel_vendor = offered_features(install, accel)
+        vendor = vendor or (accel_vendor if accel == "kvm" else None)
     return HostCapabilities(os.uname().nodename, offers, vendor, "local", provenance)
 
 

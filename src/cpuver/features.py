@@ -2,8 +2,9 @@
 
 Every other module speaks of features by QEMU's canonical name (``sse4.1``, ``lahf-lm``); this
 module turns whatever a user or a host report says (QEMU alternate spellings, Linux
-``/proc/cpuinfo`` flags) into those names. The table is generated data bundled with the package
-(``tools/build_feature_table.py``), so the package needs neither QEMU nor the shared facts.
+``/proc/cpuinfo`` flags, libvirt CPU map names) into those names, and back into libvirt's. The
+table is generated data bundled with the package (``tools/build_feature_table.py``), so the
+package needs neither QEMU, libvirt nor the shared facts.
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ class Feature:
 
     A few names set two bits of their word (``kvmclock``, ``vmx-invept-single-context``), so
     ``locations`` holds every bit and ``location`` is its first; give either one.
+    ``libvirt_name`` is the name libvirt's CPU map gives the same bit (``pclmuldq`` for
+    ``pclmulqdq``); None when libvirt has no name for it, so a libvirt ``<cpu>`` cannot say it.
     """
 
     name: str
@@ -62,6 +65,7 @@ class Feature:
     linux_name: str | None = None
     since: str | None = None
     locations: tuple[Location, ...] = ()
+    libvirt_name: str | None = None
 
     def __post_init__(self) -> None:
         if not self.locations and self.location is not None:
@@ -87,11 +91,13 @@ def _claim(spellings: Iterable[tuple[str, str]]) -> dict[str, str]:
 class FeatureTable:
     """All known features, resolvable by any accepted spelling.
 
-    When a Linux name is spelled like another feature's QEMU name or alias, the QEMU meaning wins,
-    because a QEMU command line must mean what QEMU makes of it.
+    When a Linux or libvirt name is spelled like another feature's QEMU name or alias, the QEMU
+    meaning wins, because a QEMU command line must mean what QEMU makes of it; when a Linux name is
+    spelled like another feature's libvirt name, the libvirt meaning wins, because cpuver reads
+    back the libvirt XML it writes.
     """
 
-    __slots__ = ("_by_linux_name", "_canonical_by_key", "_features")
+    __slots__ = ("_by_libvirt_name", "_by_linux_name", "_canonical_by_key", "_features")
 
     def __init__(self, features: Iterable[Feature]) -> None:
         by_name: dict[str, Feature] = {}
@@ -105,14 +111,21 @@ class FeatureTable:
             for feature in self._features.values()
             if feature.linux_name is not None
         )
+        self._by_libvirt_name = _claim(
+            (feature.libvirt_name, feature.name)
+            for feature in self._features.values()
+            if feature.libvirt_name is not None
+        )
         qemu_spellings = _claim(
             (_lookup_key(spelling), feature.name)
             for feature in self._features.values()
             for spelling in (feature.name, *feature.aliases)
         )
-        self._canonical_by_key = {
-            _lookup_key(linux): name for linux, name in self._by_linux_name.items()
-        } | qemu_spellings
+        self._canonical_by_key = (
+            {_lookup_key(linux): name for linux, name in self._by_linux_name.items()}
+            | {_lookup_key(libvirt): name for libvirt, name in self._by_libvirt_name.items()}
+            | qemu_spellings
+        )
 
     @staticmethod
     def bundled() -> FeatureTable:
@@ -132,6 +145,10 @@ class FeatureTable:
     def linux_name(self, name: str) -> str | None:
         """The flag Linux shows in /proc/cpuinfo for this feature, None if it shows none."""
         return self.get(name).linux_name
+
+    def libvirt_name(self, name: str) -> str | None:
+        """The name libvirt's ``<cpu>`` XML uses for this feature, None if libvirt has none."""
+        return self.get(name).libvirt_name
 
     def from_linux_flags(self, flags: Iterable[str]) -> tuple[FeatureSet, frozenset[str]]:
         """Split /proc/cpuinfo flags into QEMU features and the flags QEMU has no feature for.
@@ -188,6 +205,7 @@ def _feature_from_json(entry: Mapping[str, Any]) -> Feature:
         linux_name=entry["linux_name"],
         since=entry["since"],
         locations=locations,
+        libvirt_name=entry["libvirt_name"],
     )
 
 

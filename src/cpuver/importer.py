@@ -20,15 +20,16 @@ import os
 import re
 import subprocess
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from typing import Any
 
 from cpuver.catalog import Accelerator, Catalog
 from cpuver.errors import QemuError
 from cpuver.features import FeatureTable
-from cpuver.host.qemu import QemuInstall, QmpSession
+from cpuver.host.qemu import QemuInstall, QmpSession, offered_features
 from cpuver.models import (
+    AccelCompat,
     BareRule,
     Definition,
     Delta,
@@ -74,12 +75,12 @@ def import_catalog(install: QemuInstall, progress: Progress | None = None) -> Ca
         names = _classify(definitions)
         versioned = [name for model in names.versions.values() for name in model]
         tcg = {name: _definition(session.static_expansion(name), table) for name in versioned}
-        tcg_offers = _definition(session.static_expansion("max"), table).features
         machine_list = session.command("query-machines")
     with QmpSession(install, "none", "kvm") as session:
         kvm = {name: _definition(session.static_expansion(name), table) for name in versioned}
 
     own, accelerators = _split_accelerator_defaults(tcg, kvm)
+    tcg_offers, _vendor = offered_features(install, "tcg", table)
     notes = _notes(install, {name: d.signature.model_id for name, d in own.items()})
     history = _history()
     models = {
@@ -110,7 +111,11 @@ def import_catalog(install: QemuInstall, progress: Progress | None = None) -> Ca
         name = str(entry["name"])
         say(f"reading machine type {name}")
         try:
-            machines[name] = _import_machine(install, name, entry, names, tcg, table)
+            machine = _import_machine(install, name, entry, names, tcg, table)
+            start = _starting_versions(names, machine.bare)
+            machines[name] = _add_kvm_compat(
+                install, machine, list(start), start, own, accelerators, table
+            )
         except QemuError as err:
             say(f"skipping machine type {name}: {err}")
     return Catalog(release, build, models, machines, accelerators, tcg_offers, source=build)
@@ -274,15 +279,10 @@ def _import_machine(
     global_delta = _common_features(
         {n: tcg[n] for n in versioned}, {n: expanded[n] for n in versioned}
     )
+    start = _starting_versions(names, bare)
     type_deltas: list[tuple[str, Delta]] = []
     for type_name in sorted(expanded):
-        if type_name in names.aliases:
-            start = names.aliases[type_name]
-        elif type_name in names.versions:
-            start = names.versions[type_name][-1 if bare is BareRule.LATEST else 0]
-        else:
-            start = type_name
-        predicted = tcg[start].apply(global_delta)
+        predicted = tcg[start[type_name]].apply(global_delta)
         delta = Delta.between(predicted, expanded[type_name])
         if delta:
             type_deltas.append((type_name, delta))
@@ -297,6 +297,67 @@ def _import_machine(
     )
 
 
+def _add_kvm_compat(
+    install: QemuInstall,
+    machine: MachineType,
+    names: Iterable[str],
+    start: Mapping[str, str],
+    own: Mapping[str, Definition],
+    accelerators: Mapping[str, Accelerator],
+    table: FeatureTable,
+) -> MachineType:
+    """What the machine type does under KVM only, derived from every name's KVM expansion.
+
+    ``start`` maps each name to the version it is built from. KVM defaults the machine type does
+    not apply (every name keeps its own value) are ``skipped``; a feature change common to every
+    name is the ``delta``; whatever remains for single names is kept per type name.
+    """
+    kvm = accelerators["kvm"]
+    with QmpSession(install, machine.name, "kvm") as session:
+        expanded = {n: _definition(session.static_expansion(n), table) for n in names}
+    without_kvm = {
+        n: own[start[n]].apply(machine.global_delta).apply(machine.type_delta(n)) for n in expanded
+    }
+    defaults = kvm.defaults.on | kvm.defaults.off
+    skipped = frozenset(
+        f
+        for f in defaults
+        if all((f in expanded[n].features) == (f in without_kvm[n].features) for n in expanded)
+        and any((f in expanded[n].features) != (f in kvm.defaults.on) for n in expanded)
+    )
+    predicted = {}
+    for name, definition in expanded.items():
+        applied = kvm.for_version(start[name])
+        applied = Delta(applied.on - skipped, applied.off - skipped, applied.signature)
+        vendor = Delta(signature=(("vendor", definition.signature.vendor),))
+        predicted[name] = (
+            own[start[name]]
+            .apply(applied)
+            .apply(machine.global_delta)
+            .apply(machine.type_delta(name))
+            .apply(vendor)
+        )
+    delta = _common_features(predicted, expanded)
+    type_deltas = []
+    for name, definition in sorted(expanded.items()):
+        residual = Delta.between(predicted[name].apply(delta), definition)
+        if residual:
+            type_deltas.append((name, residual))
+    if not (delta or skipped or type_deltas):
+        return machine
+    compat = AccelCompat("kvm", delta, skipped, tuple(type_deltas))
+    return replace(machine, accel_compat=(compat,))
+
+
+def _starting_versions(names: _Names, bare: BareRule) -> dict[str, str]:
+    """Every CPU name, mapped to the versioned name QEMU builds it from."""
+    start = {n: n for model in names.versions.values() for n in model}
+    start.update(names.aliases)
+    for model, versions in names.versions.items():
+        start[model] = versions[-1 if bare is BareRule.LATEST else 0]
+    return start
+
+
 def _bare_rule(machine: str, names: _Names, alias_of: Mapping[str, str]) -> BareRule:
     targets = {model: alias_of.get(model) for model in names.versions}
     if all(target is None for target in targets.values()):
@@ -308,17 +369,16 @@ def _bare_rule(machine: str, names: _Names, alias_of: Mapping[str, str]) -> Bare
 
 
 def _common_features(before: Mapping[str, Definition], after: Mapping[str, Definition]) -> Delta:
-    """The features a machine type switches for every CPU type (QEMU's global compat props).
+    """The features a machine type forces to one value for every CPU type (global compat props).
 
-    What it does to single types beyond that (e.g. CPUID levels that no longer rise
-    automatically) is kept per type name.
+    A feature belongs here when it changed for some type and ends up the same for all of them;
+    what the machine type does to single types beyond that is kept per type name.
     """
-    on: set[str] = set()
-    off: set[str] = set()
+    changed: set[str] = set()
     for name in before:
-        delta = Delta.between(before[name], after[name])
-        on |= delta.on
-        off |= delta.off
+        changed |= before[name].features ^ after[name].features
+    on = {f for f in changed if all(f in after[n].features for n in after)}
+    off = {f for f in changed if all(f not in after[n].features for n in after)}
     return Delta(frozenset(on), frozenset(off))
 
 
@@ -334,7 +394,7 @@ def _notes(install: QemuInstall, model_ids: Mapping[str, str]) -> dict[str, str]
     )
     notes = {}
     for line in done.stdout.splitlines():
-        parts = line.strip().split(None, 1)
+        parts = line.strip().removeprefix("x86 ").split(None, 1)  # QEMU < 8 prefixes "x86"
         if len(parts) != 2 or parts[0] not in model_ids:
             continue
         rest = parts[1].removesuffix("(deprecated)").strip()

@@ -9,6 +9,7 @@ feature is off). Versions, accelerator defaults and machine-type compat rules ar
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
@@ -47,6 +48,13 @@ class Signature:
         return replace(self, **values)
 
 
+def ordered_signature(
+    items: Iterable[tuple[str, SignatureValue]],
+) -> tuple[tuple[str, SignatureValue], ...]:
+    """Signature changes in QEMU's field order, so equal changes compare (and print) equal."""
+    return tuple(sorted(items, key=lambda item: SIGNATURE_FIELDS.index(item[0])))
+
+
 def _attr(qemu_name: str) -> str:
     return qemu_name.replace("-", "_")
 
@@ -75,7 +83,7 @@ class Delta:
         off = (self.off - later.on) | later.off
         sig = dict(self.signature)
         sig.update(later.signature)
-        return Delta(on, off, tuple(sorted(sig.items())))
+        return Delta(on, off, ordered_signature(sig.items()))
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +159,32 @@ class BareRule(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class AccelCompat:
+    """A machine type's rules under one accelerator only.
+
+    microvm's split irqchip makes KVM offer ``kvm-msi-ext-dest-id`` (``delta``); machine types up
+    to 2.1 do not apply KVM's ``svm=off`` default (``skipped``); ``type_deltas`` holds what
+    differs for single type names beyond that (CPUID levels derived from the features; old
+    machine types keep ``vme`` on some models under KVM).
+    """
+
+    accel: str
+    delta: Delta = field(default_factory=Delta)
+    skipped: FeatureSet = frozenset()
+    type_deltas: tuple[tuple[str, Delta], ...] = ()
+
+    def type_delta(self, type_name: str) -> Delta:
+        return _lookup(self.type_deltas, type_name)
+
+
+def _lookup(deltas: tuple[tuple[str, Delta], ...], name: str) -> Delta:
+    for key, delta in deltas:
+        if key == name:
+            return delta
+    return Delta()
+
+
+@dataclass(frozen=True, slots=True)
 class MachineType:
     """A machine type and the CPU compat rules it applies.
 
@@ -167,6 +201,8 @@ class MachineType:
     deprecated: bool = False
     global_delta: Delta = field(default_factory=Delta)
     type_deltas: tuple[tuple[str, Delta], ...] = field(default=())
+    accel_compat: tuple[AccelCompat, ...] = ()
+    """What this machine type does under one accelerator only."""
     versions: tuple[tuple[str, int], ...] = ()
     """Bare names this machine type maps to a version other than its rule's (model, number);
     QEMU itself never does this, a user catalog may (the seed maps pc-*-X.Y to the newest
@@ -178,11 +214,14 @@ class MachineType:
                 return number
         return None
 
+    def compat_under(self, accel: str) -> AccelCompat | None:
+        for compat in self.accel_compat:
+            if compat.accel == accel:
+                return compat
+        return None
+
     def type_delta(self, type_name: str) -> Delta:
-        for name, delta in self.type_deltas:
-            if name == type_name:
-                return delta
-        return Delta()
+        return _lookup(self.type_deltas, type_name)
 
 
 _MACHINE_RELEASE = re.compile(

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from cpuver.catalog import Catalog, NameKind, NameRef
-from cpuver.errors import InvalidSpec, NotRunnable, UnknownRelease, UnknownVersion
+from cpuver.errors import HostError, InvalidSpec, NotRunnable, UnknownRelease, UnknownVersion
 from cpuver.features import FeatureSet, FeatureTable
 from cpuver.host.capabilities import HostCapabilities
 from cpuver.models import BareRule, Definition, Delta, MachineType, Version
@@ -80,6 +80,9 @@ class Resolver:
         self.host = host
         self.features = features or FeatureTable.bundled()
         self.offers: FeatureSet | None = host.offered(self.accel) if host else None
+        if self.offers is None and self.accel == "tcg":
+            # TCG offers the same everywhere: the catalog records it from QEMU's own filter.
+            self.offers = catalog.tcg_offers
         self.host_vendor = host.vendor if host else None
 
     def resolve(self, text: str) -> Resolution:
@@ -145,7 +148,7 @@ class Resolver:
                     f"{ref.name} is an alias of {ref.version.name}",
                     ref.version,
                     start,
-                    self._revision_name(ref.version, start, self.machine),
+                    self._revision_name(ref, ref.version, start, self.machine),
                 )
             version = self.catalog.bare_version(ref.model, self.machine)
             if self.machine.bare is BareRule.LEGACY:
@@ -161,7 +164,7 @@ class Resolver:
                 reason,
                 version,
                 start,
-                self._revision_name(version, start, self.machine),
+                self._revision_name(ref, version, start, self.machine),
             )
         if selector.kind == "latest":
             version = ref.model.latest
@@ -190,7 +193,7 @@ class Resolver:
         version = self.catalog.bare_version(ref.model, era)
         reason = f"{ref.name} as the bare name was defined under machine type {era.name}"
         start = self.effective(ref, era)
-        return Rule.RELEASE, reason, version, start, self._revision_name(version, start, era)
+        return Rule.RELEASE, reason, version, start, self._revision_name(ref, version, start, era)
 
     def _machine_of_release(self, release: tuple[int, int, int]) -> MachineType:
         wanted = (release[0], release[1])
@@ -205,8 +208,9 @@ class Resolver:
 
     def _best(self, text: str, spec: Spec, ref: NameRef, user: Delta) -> Resolution:
         if self.offers is None:
-            raise NotRunnable(
-                text, {"(no host)": (f"version=best needs host capabilities for {self.accel}",)}
+            raise HostError(
+                f"{text}: version=best needs what the host offers under {self.accel}: "
+                "give --host FILE (or --host local)"
             )
         rejected: list[tuple[str, tuple[str, ...]]] = []
         for version in reversed(ref.model.versions):
@@ -237,13 +241,15 @@ class Resolver:
                     out.append((version.name, missing))
         return out
 
-    def _revision_name(self, version: Version, start: Definition, era: MachineType) -> str:
-        """``version``'s name, or the model's name for ``era``'s release when compat changed it."""
+    def _revision_name(
+        self, ref: NameRef, version: Version, start: Definition, era: MachineType
+    ) -> str:
+        """``version``'s name, or ``ref``'s name for ``era``'s release when compat changed it."""
         if start == self.effective(self._versioned(version), era):
             return version.name
         if era.release:
-            return f"{version.model}-{era.release[0]}.{era.release[1]}.0"
-        return f"{version.model}@{era.name}"
+            return f"{ref.name}-{era.release[0]}.{era.release[1]}.0"
+        return f"{ref.name}@{era.name}"
 
     def _answer(
         self,

@@ -155,10 +155,16 @@ class Catalog:
         return model.versions[0]
 
     def alias_of(self, ref: NameRef, machine: MachineType) -> str | None:
-        """What ``query-cpu-definitions`` reports as ``alias-of`` for this name."""
+        """What ``query-cpu-definitions`` reports as ``alias-of`` for this name.
+
+        Machine types from before versioned models report no aliases at all, not even for
+        alias names (their definition still is the aliased version's).
+        """
+        if machine.bare is BareRule.LEGACY:
+            return None
         if ref.kind is NameKind.ALIAS and ref.version is not None:
             return ref.version.name
-        if ref.kind is NameKind.BARE and machine.bare is not BareRule.LEGACY:
+        if ref.kind is NameKind.BARE:
             return self.bare_version(ref.model, machine).name
         return None
 
@@ -172,8 +178,18 @@ class Catalog:
         """
         accelerator = self.accelerator(accel)
         version = ref.version or self.bare_version(ref.model, machine)
-        definition = version.definition.apply(accelerator.for_version(version.name))
-        definition = definition.apply(machine.global_delta).apply(machine.type_delta(ref.name))
+        defaults = accelerator.for_version(version.name)
+        compat = machine.compat_under(accel)
+        if compat is not None and compat.skipped:
+            defaults = Delta(
+                defaults.on - compat.skipped, defaults.off - compat.skipped, defaults.signature
+            )
+        definition = version.definition.apply(defaults).apply(machine.global_delta)
+        if compat is not None:
+            definition = definition.apply(compat.delta)
+        definition = definition.apply(machine.type_delta(ref.name))
+        if compat is not None:
+            definition = definition.apply(compat.type_delta(ref.name))
         if accelerator.host_vendor and host_vendor:
             definition = definition.apply(Delta(signature=(("vendor", host_vendor),)))
         return definition

@@ -22,6 +22,7 @@ from cpuver.errors import CatalogError, UnknownFeature, UnknownRelease
 from cpuver.features import FeatureTable
 from cpuver.models import (
     SIGNATURE_FIELDS,
+    AccelCompat,
     BareRule,
     Definition,
     Delta,
@@ -30,6 +31,7 @@ from cpuver.models import (
     Signature,
     Version,
     machine_release,
+    ordered_signature,
 )
 
 FORMAT = 1
@@ -82,11 +84,11 @@ class _Reader:
         for index, name in enumerate(names):
             if not isinstance(name, str):
                 raise self.fail(f"{where}.{key}[{index}]", "expected a feature name")
-            if name not in self.features:
-                try:
-                    canonical = self.features.canonical(name)
-                except UnknownFeature as err:
-                    raise self.fail(f"{where}.{key}[{index}]", str(err)) from err
+            try:
+                canonical = self.features.canonical(name)
+            except UnknownFeature as err:
+                raise self.fail(f"{where}.{key}[{index}]", str(err)) from err
+            if canonical != name:
                 raise self.fail(f"{where}.{key}[{index}]", f"write {name!r} as {canonical!r}")
         return frozenset(names)
 
@@ -112,7 +114,7 @@ class _Reader:
             kind = str if key in ("vendor", "model-id") else int
             if not isinstance(value, kind) or isinstance(value, bool):
                 raise self.fail(f"{where}.{key}", f"expected {_kind_name(kind)}")
-        return tuple(sorted(obj.items()))
+        return ordered_signature(obj.items())
 
 
 def _kind_name(kind: type | tuple[type, ...]) -> str:
@@ -166,25 +168,65 @@ def load(
     )
 
 
-def _load_model(reader: _Reader) -> Model:
+def read_model(
+    path: Path, features: FeatureTable | None = None, base: Model | None = None
+) -> Model:
+    """Read and validate one model file (``models/<Model>.json``).
+
+    Without ``base`` the file defines the model from v1: v1 in full, each later version as a delta
+    against the one before. With ``base`` (the same model in the catalog the file extends) the file
+    may start at any version k <= base's highest + 1: versions below k are base's, the first listed
+    one is a delta against base's version k-1 (in full when k == 1). A listed version that base
+    already has must define exactly what base defines (released versions are immutable; base's
+    version, with its note and release, is kept); later ones extend the model.
+    """
+    return _load_model(_Reader(path, features or FeatureTable.bundled()), base)
+
+
+_VERSION_FIELDS = {"version", "since", "aliases", "note", "deprecated", "signature"}
+_FULL_VERSION_FIELDS = _VERSION_FIELDS | {"features"}
+_DELTA_VERSION_FIELDS = _VERSION_FIELDS | {"added", "removed"}
+
+
+def _load_model(reader: _Reader, base: Model | None = None) -> Model:
     data = reader.data
     name = reader.field(data, "model", str, "")
     if reader.path.stem != name:
         raise reader.fail("model", f"model {name!r} must live in {name}.json")
-    deprecated = reader.optional(data, "deprecated", bool, "", False)
+    unknown = set(data) - {"model", "deprecated", "versions"}
+    if unknown:
+        raise reader.fail("", f"unknown field {sorted(unknown)[0]!r}")
+    deprecated = reader.optional(
+        data, "deprecated", bool, "", base.deprecated if base is not None else False
+    )
     versions: list[Version] = []
+    listed: list[int] = []
     previous: Definition | None = None
     for index, obj in enumerate(reader.field(data, "versions", list, "")):
         where = f"versions[{index}]"
         number = reader.field(obj, "version", int, where)
+        if not listed and base is not None:
+            highest = base.latest.number
+            if not 1 <= number <= highest + 1:
+                raise reader.fail(
+                    f"{where}.version",
+                    f"version {number} is out of order (expected 1 to {highest + 1}: "
+                    f"{name} has versions 1 to {highest})",
+                )
+            versions = list(base.versions[: number - 1])
+            previous = versions[-1].definition if versions else None
         expected = versions[-1].number + 1 if versions else 1
         if number != expected:
             problem = (
                 "is defined twice"
-                if any(v.number == number for v in versions)
+                if number in listed
                 else (f"is out of order (expected {expected})")
             )
             raise reader.fail(f"{where}.version", f"version {number} {problem}")
+        allowed = _FULL_VERSION_FIELDS if previous is None else _DELTA_VERSION_FIELDS
+        unknown = set(obj) - allowed
+        if unknown:
+            raise reader.fail(where, f"unknown field {sorted(unknown)[0]!r}")
         if previous is None:
             sig = reader.field(obj, "signature", dict, where)
             missing = [k for k in SIGNATURE_FIELDS if k not in sig]
@@ -195,26 +237,70 @@ def _load_model(reader: _Reader) -> Model:
                 Signature.from_dict(sig), reader.feature_list(obj, "features", where)
             )
         else:
-            changes = {k: v for k, v in obj.items() if k in ("signature",)}
-            changes["on"] = obj.get("added", [])
-            changes["off"] = obj.get("removed", [])
-            definition = previous.apply(reader.delta(changes, where))
-        aliases = tuple(reader.optional(obj, "aliases", list, where, []))
-        versions.append(
-            Version(
-                model=name,
-                number=number,
-                definition=definition,
-                aliases=aliases,
-                note=reader.optional(obj, "note", str, where, None),
-                since=reader.optional(obj, "since", str, where, None),
-                deprecated=reader.optional(obj, "deprecated", bool, where, deprecated),
-            )
+            added = reader.feature_list(obj, "added", where)
+            removed = reader.feature_list(obj, "removed", where)
+            if added & removed:
+                both = sorted(added & removed)[0]
+                raise reader.fail(where, f"{both!r} is both added and removed")
+            signature = reader.signature_changes(obj.get("signature", {}), f"{where}.signature")
+            definition = previous.apply(Delta(added, removed, signature))
+        aliases = reader.optional(obj, "aliases", list, where, [])
+        for position, alias in enumerate(aliases):
+            if not isinstance(alias, str):
+                raise reader.fail(f"{where}.aliases[{position}]", "expected a name")
+        version = Version(
+            model=name,
+            number=number,
+            definition=definition,
+            aliases=tuple(aliases),
+            note=reader.optional(obj, "note", str, where, None),
+            since=reader.optional(obj, "since", str, where, None),
+            deprecated=reader.optional(obj, "deprecated", bool, where, deprecated),
         )
-        previous = definition
+        if base is not None and (released := base.version(number)) is not None:
+            _check_unchanged(reader, where, obj, released, version, base.latest.number + 1)
+            version = released
+        versions.append(version)
+        listed.append(number)
+        previous = version.definition
     if not versions:
         raise reader.fail("versions", "a model needs at least one version")
     return Model(name, tuple(versions), deprecated)
+
+
+def _check_unchanged(
+    reader: _Reader,
+    where: str,
+    obj: dict[str, Any],
+    released: Version,
+    listed: Version,
+    next_number: int,
+) -> None:
+    """A version the base catalog already has may be listed again, but not changed."""
+    immutable = f"(a released version is immutable: add {released.model}-v{next_number} instead)"
+    if listed.definition != released.definition:
+        change = describe_change(released.definition, listed.definition)
+        raise reader.fail(where, f"released version {released.name} changed: {change} {immutable}")
+    if "aliases" in obj and set(listed.aliases) != set(released.aliases):
+        was = ", ".join(released.aliases) or "none"
+        raise reader.fail(
+            f"{where}.aliases",
+            f"released version {released.name} changed: aliases {was} -> "
+            f"{', '.join(listed.aliases) or 'none'} {immutable}",
+        )
+
+
+def describe_change(old: Definition, new: Definition) -> str:
+    """What turns ``old`` into ``new``, for people: ``adds avx2; removes hle; stepping 1 -> 4``."""
+    delta = Delta.between(old, new)
+    parts = []
+    if delta.on:
+        parts.append("adds " + ", ".join(sorted(delta.on)))
+    if delta.off:
+        parts.append("removes " + ", ".join(sorted(delta.off)))
+    before = old.signature.as_dict()
+    parts += [f"{key} {before[key]!r} -> {value!r}" for key, value in delta.signature]
+    return "; ".join(parts)
 
 
 def _load_machines(reader: _Reader, models: Mapping[str, Model]) -> dict[str, MachineType]:
@@ -250,6 +336,10 @@ def _load_machines(reader: _Reader, models: Mapping[str, Model]) -> dict[str, Ma
             global_delta=global_delta,
             type_deltas=type_deltas,
             versions=tuple(sorted(versions.items())),
+            accel_compat=tuple(
+                _accel_compat(reader, accel, spec, f"{where}.accel.{accel}")
+                for accel, spec in sorted(reader.optional(obj, "accel", dict, where, {}).items())
+            ),
         )
     if not machines:
         raise reader.fail("machines", "no machine types")
@@ -321,6 +411,8 @@ def _machine_json(machine: MachineType) -> dict[str, Any]:
         out["deprecated"] = True
     if machine.versions:
         out["versions"] = dict(machine.versions)
+    if machine.accel_compat:
+        out["accel"] = {compat.accel: _accel_compat_json(compat) for compat in machine.accel_compat}
     compat = {}
     if machine.global_delta:
         compat["*"] = _delta_json(machine.global_delta)
@@ -337,6 +429,31 @@ def _accelerator_json(accelerator: Accelerator) -> dict[str, Any]:
         out["host-vendor"] = True
     if accelerator.levels:
         out["levels"] = {name: dict(delta.signature) for name, delta in accelerator.levels}
+    return out
+
+
+def _accel_compat(reader: _Reader, accel: str, spec: Any, where: str) -> AccelCompat:
+    if not isinstance(spec, dict):
+        raise reader.fail(where, "expected an object")
+    types = reader.optional(spec, "types", dict, where, {})
+    rest = {k: v for k, v in spec.items() if k not in ("skip", "types")}
+    return AccelCompat(
+        accel=accel,
+        delta=reader.delta(rest, where),
+        skipped=reader.feature_list(spec, "skip", where),
+        type_deltas=tuple(
+            (name, reader.delta(delta, f"{where}.types.{name}"))
+            for name, delta in sorted(types.items())
+        ),
+    )
+
+
+def _accel_compat_json(compat: AccelCompat) -> dict[str, Any]:
+    out = _delta_json(compat.delta)
+    if compat.skipped:
+        out["skip"] = sorted(compat.skipped)
+    if compat.type_deltas:
+        out["types"] = {name: _delta_json(delta) for name, delta in compat.type_deltas}
     return out
 
 

@@ -72,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     show = sub.add_parser("show", help="a model's version history")
     show.add_argument("model", metavar="MODEL")
-    _catalog_options(show)
+    show.add_argument("--json", action="store_true", help="machine-readable output")
+    _catalog_options(show, machine=False)
 
     diff = sub.add_parser("diff", help="features and signature fields that differ")
     diff.add_argument("spec_a", metavar="SPEC_A")
@@ -120,7 +121,7 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     catalog = api.open_catalog(args.qemu, args.catalog, args.overlay)
     if args.command == "show":
-        return _show(catalog, args.model)
+        return _show(catalog, args.model, args.json)
     host = _host(args)
     resolver = Resolver(catalog, args.machine, api.pick_accel(args.accel, host), host)
     if args.command == "models":
@@ -198,7 +199,17 @@ def _resolve(resolver: Resolver, specs: Sequence[str], as_json: bool) -> int:
     return 0
 
 
-def _show(catalog: Any, model: str) -> int:
+def _show(catalog: Any, model: str, as_json: bool) -> int:
+    if as_json:
+        _print_json(
+            {
+                "model": catalog.model(model).name,
+                "catalog": {"release": catalog.release, "build": catalog.build},
+                "versions": api.history(catalog, model),
+                "revisions": [{"until": m, "then": c} for m, c in api.revisions(catalog, model)],
+            }
+        )
+        return 0
     print(f"# {catalog.model(model).name} in QEMU {catalog.release} ({catalog.build})")
     for row in api.history(catalog, model):
         aliases = f" (alias {', '.join(row['aliases'])})" if row["aliases"] else ""

@@ -18,7 +18,12 @@ def cpu_arg(resolution: Resolution) -> str:
 
 
 def _props(changes: Delta) -> list[str]:
-    props = [f"{name}={value}" for name, value in changes.signature]
+    props = [f"{name}={_escape(value)}" for name, value in changes.signature]
     props += [f"{name}=on" for name in sorted(changes.on)]
     props += [f"{name}=off" for name in sorted(changes.off)]
     return props
+
+
+def _escape(value: str | int) -> str:
+    """QEMU's option syntax: a comma inside a value is written twice."""
+    return str(value).replace(",", ",,")

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from cpuver.errors import HostError
+from cpuver.errors import HostError, UnknownFeature
 from cpuver.features import FeatureSet, FeatureTable
 
 SNAPSHOT_SCHEMA = "cpuver-host/1"
@@ -91,10 +91,10 @@ def _from_snapshot(data: dict[str, Any], source: str, table: FeatureTable) -> Ho
         names = entry.get("features") if isinstance(entry, dict) else None
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
             raise HostError(f"{where}: expected a list of feature names")
-        unknown = [n for n in names if n not in table]
-        if unknown:
-            raise HostError(f"{where}: unknown feature {unknown[0]!r}")
-        offers[accel] = frozenset(names)
+        try:
+            offers[accel] = frozenset(table.canonical(n) for n in names)
+        except UnknownFeature as err:
+            raise HostError(f"{where}: unknown feature {err.name!r}") from err
     vendor = data.get("vendor")
     provenance = data.get("provenance", {})
     return HostCapabilities(

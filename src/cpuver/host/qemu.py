@@ -23,6 +23,7 @@ from qemu.qmp import ExecuteError, QMPError
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
 from cpuver.errors import QemuError
+from cpuver.features import CpuidBit, FeatureSet, FeatureTable
 
 START_TIMEOUT_S = 10.0
 CONNECT_ATTEMPTS = 50
@@ -79,10 +80,17 @@ class QemuInstall:
 class QmpSession:
     """A paused QEMU process for one machine type and accelerator, driven over QMP."""
 
-    def __init__(self, install: QemuInstall, machine: str = "none", accel: str = "tcg") -> None:
+    def __init__(
+        self,
+        install: QemuInstall,
+        machine: str = "none",
+        accel: str = "tcg",
+        cpu: str | None = None,
+    ) -> None:
         self.install = install
         self.machine = machine
         self.accel = accel
+        self.cpu = cpu
         self._workdir: Path | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self._qmp: QEMUMonitorProtocol | None = None
@@ -96,6 +104,7 @@ class QmpSession:
             self.machine,
             "-accel",
             self.accel,
+            *(["-cpu", self.cpu] if self.cpu else []),
             "-nodefaults",
             "-display",
             "none",
@@ -194,3 +203,35 @@ class QmpSession:
         """``query-cpu-model-expansion`` type static: the props QEMU reports for ``model``."""
         reply = self.command("query-cpu-model-expansion", type="static", model={"name": model})
         return dict(reply["model"]["props"])
+
+
+def offered_features(
+    install: QemuInstall, accel: str, features: FeatureTable | None = None
+) -> tuple[FeatureSet, str | None]:
+    """The features ``accel`` can give a guest on this host, by QEMU's own filter, and the vendor.
+
+    ``host``/``max`` expansions alone under-report: QEMU never switches some supported features
+    on by itself (``topoext``, ``invtsc``), and hides MSR sub-features whose parent bit is off
+    (TCG supports the ``arch-capabilities`` bits but not the CPUID flag). So a vCPU is created
+    from ``base`` with every feature requested, and QEMU's ``unavailable-features`` of that vCPU
+    says what is missing. Under KVM the MSR-based features are taken from the ``host`` expansion
+    instead: nested KVM may refuse MSR values it advertises, which aborts QEMU.
+    """
+    table = features or FeatureTable.bundled()
+    maximal = "host" if accel == "kvm" else "max"
+    with QmpSession(install, "none", accel) as session:
+        props = session.static_expansion(maximal)
+    known = [name for name in table if name in props]
+    from_expansion = frozenset(name for name in known if props[name] is True)
+    requested = [
+        name
+        for name in known
+        if accel != "kvm" or all(isinstance(loc, CpuidBit) for loc in table.get(name).locations)
+    ]
+    cpu = ",".join(["base", *(f"{name}=on" for name in requested)])
+    with QmpSession(install, "pc", accel, cpu=cpu) as session:
+        path = session.command("query-cpus-fast")[0]["qom-path"]
+        missing = set(session.command("qom-get", path=path, property="unavailable-features"))
+    offered = (frozenset(requested) - missing) | (from_expansion - frozenset(requested))
+    vendor = props.get("vendor")
+    return offered, vendor if isinstance(vendor, str) else None

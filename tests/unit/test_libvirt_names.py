@@ -1,0 +1,177 @@
+"""libvirt's feature names: joined to QEMU's by CPUID/MSR location, used in the <cpu> XML.
+
+The names come from libvirt 9.0.0's CPU map as Debian bookworm ships it (package libvirt0
+9.0.0-4+deb12u2), extracted into tools/libvirt_x86_features.json.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cpuver.catalog import Catalog
+from cpuver.catalog.files import bundled_dir, load
+from cpuver.emit.libvirt import cpu_xml, inexpressible
+from cpuver.features import Feature, FeatureTable
+from cpuver.models import Delta
+from cpuver.resolve import Resolution, Resolver
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+LIBVIRT_DATA = REPO_ROOT / "tools" / "libvirt_x86_features.json"
+
+# libvirt 9.0.0 names bits QEMU 10.2 has no feature for: cmt and mbm_* (resource monitoring),
+# and osxsave, ospke, cvt16, pconfig (names QEMU dropped from its table).
+LIBVIRT_NAMES_WITHOUT_QEMU_FEATURE = frozenset(
+    {"cmt", "cvt16", "mbm_local", "mbm_total", "ospke", "osxsave", "pconfig"}
+)
+
+# Features enabled by some version of the bundled QEMU 10.0 catalog that libvirt 9.0.0 has no
+# name for: newer than libvirt 9.0.0 (AVX10, AMX-FP16, SHA512/SM3/SM4, the 2023-2024 speculation
+# bits, vnmi ...) or never in libvirt's map (the VIA PadLock bits of YongFeng). libvirt 9.0.0 would
+# reject them in <cpu>, so the XML can only comment on them.
+USED_BY_QEMU_10_0_WITHOUT_LIBVIRT_NAME = frozenset(
+    {
+        "ace2", "amd-psfd", "amx-fp16", "auto-ibrs", "avx-ifma", "avx-ne-convert",
+        "avx-vnni-int16", "avx-vnni-int8", "avx10", "avx10-128", "avx10-256", "avx10-512",
+        "bhi-ctrl", "bhi-no", "cmpccxadd", "ddpd-u", "fbsdp-no", "fsrc", "fsrs", "fzrm",
+        "gds-no", "intel-psfd", "ipred-ctrl", "lam", "lfence-always-serializing", "mcdt-no",
+        "no-nested-data-bp", "null-sel-clr-base", "pbrsb-no", "phe", "phe-en", "pmm", "pmm-en",
+        "prefetchiti", "psdp-no", "rfds-no", "rrsba-ctrl", "sbdr-ssdp-no", "sha512", "sm3",
+        "sm4", "stibp-always-on", "vnmi", "xcrypt", "xcrypt-en", "xstore", "xstore-en",
+    }
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def table() -> FeatureTable:
+    return FeatureTable.bundled()
+
+
+@pytest.fixture(scope="module")
+def q10() -> Catalog:
+    return load(bundled_dir("10.0"))
+
+
+@pytest.fixture(scope="module")
+def libvirt_data() -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(LIBVIRT_DATA.read_text(encoding="utf-8"))
+    return data
+
+
+def resolve(catalog: Catalog, spec: str) -> Resolution:
+    return Resolver(catalog, machine="pc-q35-10.0", accel="tcg").resolve(spec)
+
+
+def test_pclmulqdq_is_libvirt_pclmuldq(table: FeatureTable) -> None:
+    assert table.libvirt_name("pclmulqdq") == "pclmuldq"
+
+
+def test_lahf_lm_is_libvirt_lahf_lm(table: FeatureTable) -> None:
+    assert table.libvirt_name("lahf-lm") == "lahf_lm"
+
+
+def test_every_libvirt_name_maps_to_exactly_one_qemu_feature(
+    table: FeatureTable, libvirt_data: dict[str, Any]
+) -> None:
+    owners: dict[str, list[str]] = {}
+    for name in table:
+        libvirt = table.libvirt_name(name)
+        if libvirt is not None:
+            owners.setdefault(libvirt, []).append(name)
+    assert {libvirt: len(names) for libvirt, names in owners.items() if len(names) != 1} == {}
+    listed = {entry["name"] for entry in libvirt_data["features"]}
+    assert set(owners) == listed - LIBVIRT_NAMES_WITHOUT_QEMU_FEATURE
+
+
+def test_205_qemu_features_have_a_libvirt_name(table: FeatureTable) -> None:
+    assert sum(table.libvirt_name(name) is not None for name in table) == 205
+
+
+def test_qemu_10_0_models_use_only_features_with_libvirt_names_but_a_known_few(
+    table: FeatureTable, q10: Catalog
+) -> None:
+    used = {
+        feature
+        for model in q10.models.values()
+        for version in model.versions
+        for feature in version.definition.features
+    }
+    without = {feature for feature in used if table.libvirt_name(feature) is None}
+    assert without == USED_BY_QEMU_10_0_WITHOUT_LIBVIRT_NAME
+
+
+def test_canonical_accepts_libvirt_pclmuldq(table: FeatureTable) -> None:
+    assert table.canonical("pclmuldq") == "pclmulqdq"
+
+
+def test_canonical_accepts_a_libvirt_only_spelling() -> None:
+    custom = FeatureTable([Feature("toy-feature", None, libvirt_name="toy_libvirt")])
+    assert custom.canonical("toy_libvirt") == "toy-feature"
+
+
+def test_qemu_meaning_wins_over_a_libvirt_name_spelled_alike() -> None:
+    custom = FeatureTable(
+        [
+            Feature("qemu-one", None, aliases=("shared",)),
+            Feature("other", None, libvirt_name="shared"),
+        ]
+    )
+    assert custom.canonical("shared") == "qemu-one"
+
+
+def test_libvirt_xml_uses_libvirt_names_and_parses(q10: Catalog) -> None:
+    resolution = dataclasses.replace(
+        resolve(q10, "Haswell-v1"),
+        changes=Delta(on=frozenset({"pcid", "tsc-adjust"}), off=frozenset({"hle", "lahf-lm"})),
+    )
+    cpu = ET.fromstring(cpu_xml(resolution))
+    features = {(f.attrib["policy"], f.attrib["name"]) for f in cpu.findall("feature")}
+    assert features == {
+        ("require", "pcid"),
+        ("require", "tsc_adjust"),
+        ("disable", "hle"),
+        ("disable", "lahf_lm"),
+    }
+
+
+def test_libvirt_xml_translates_a_renamed_feature_from_a_spec(q10: Catalog) -> None:
+    cpu = ET.fromstring(cpu_xml(resolve(q10, "Haswell-v1,pclmulqdq=off")))
+    assert [f.attrib["name"] for f in cpu.findall("feature")] == ["pclmuldq"]
+
+
+def test_feature_without_libvirt_name_becomes_a_comment(q10: Catalog) -> None:
+    resolution = resolve(q10, "Haswell-v1,+avx-ifma,+pdpe1gb")
+    xml = cpu_xml(resolution)
+    assert "<!-- not expressible in libvirt: avx-ifma=on -->" in xml
+    assert [f.attrib["name"] for f in ET.fromstring(xml).findall("feature")] == ["pdpe1gb"]
+
+
+def test_legacy_revision_signature_is_a_comment(q10: Catalog) -> None:
+    resolution = resolve(q10, "Haswell,version=2.4.0")
+    xml = cpu_xml(resolution)
+    assert "  <!-- not expressible in libvirt: stepping=1 -->\n" in xml
+    ET.fromstring(xml)
+
+
+def test_inexpressible_lists_signature_then_unnamed_features(q10: Catalog) -> None:
+    resolution = dataclasses.replace(
+        resolve(q10, "Haswell-v1"),
+        changes=Delta(
+            on=frozenset({"avx-ifma", "pcid"}),
+            off=frozenset({"sha512"}),
+            signature=(("vendor", "AuthenticAMD"), ("stepping", 1)),
+        ),
+    )
+    assert inexpressible(resolution) == ("stepping=1", "avx-ifma=on", "sha512=off")
+
+
+def test_model_id_with_double_dash_keeps_the_xml_valid(q10: Catalog) -> None:
+    resolution = dataclasses.replace(
+        resolve(q10, "Haswell-v1"), changes=Delta(signature=(("model-id", "CPU -- test--"),))
+    )
+    ET.fromstring(cpu_xml(resolution))
