@@ -22,7 +22,7 @@ from cpuver.catalog.releases import catalog_for_release
 from cpuver.errors import HostError, NotRunnable, QemuError, UnknownRelease
 from cpuver.host.capabilities import HostCapabilities, from_json
 from cpuver.host.qemu import QemuInstall, offered_features
-from cpuver.models import IDENTITY_FIELDS, SIGNATURE_FIELDS
+from cpuver.models import IDENTITY_FIELDS, LEVEL_FIELDS, SIGNATURE_FIELDS
 from cpuver.resolve import Resolution, Resolver
 
 
@@ -236,12 +236,19 @@ def revisions(catalog: Catalog, model_name: str) -> list[tuple[str, str]]:
     return rows
 
 
+def signature_text(field: str, value: Any) -> str:
+    """A signature value as people read it: CPUID levels in hex (``0x8000000a``)."""
+    return hex(value) if field in LEVEL_FIELDS and isinstance(value, int) else str(value)
+
+
 def _describe(old: Any, new: Any) -> str:
     gained = sorted(new.features - old.features)
     lost = sorted(old.features - new.features)
     sig_old, sig_new = old.signature.as_dict(), new.signature.as_dict()
     parts = [f"+{f}" for f in gained] + [f"-{f}" for f in lost]
-    parts += [f"{k}={sig_new[k]}" for k in SIGNATURE_FIELDS if sig_old[k] != sig_new[k]]
+    parts += [
+        f"{k}={signature_text(k, sig_new[k])}" for k in SIGNATURE_FIELDS if sig_old[k] != sig_new[k]
+    ]
     return " ".join(parts)
 
 

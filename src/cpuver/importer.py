@@ -29,6 +29,7 @@ from cpuver.errors import QemuError
 from cpuver.features import FeatureTable
 from cpuver.host.qemu import QemuInstall, QmpSession, offered_features
 from cpuver.models import (
+    LEVEL_FIELDS,
     AccelCompat,
     BareRule,
     Definition,
@@ -43,7 +44,6 @@ from cpuver.models import (
 
 Progress = Callable[[str], None]
 NOT_CPU_MODELS = frozenset({"base", "host", "max"})
-LEVEL_FIELDS = ("min-level", "min-xlevel")
 NOT_FEATURE_WORD_PROPS = frozenset({"lmce"})
 """Boolean CPU properties in QEMU's static expansion that are no CPUID/MSR feature bit."""
 

@@ -19,6 +19,9 @@ from cpuver.features import FeatureSet
 SIGNATURE_FIELDS = ("vendor", "family", "model", "stepping", "model-id", "min-level", "min-xlevel")
 """Non-boolean properties of QEMU's static expansion, in QEMU's spelling."""
 
+LEVEL_FIELDS = ("min-level", "min-xlevel")
+"""Signature fields QEMU derives from the features (the lowest CPUID leaves they need)."""
+
 IDENTITY_FIELDS = ("vendor", "family", "model", "stepping", "model-id")
 """Signature fields a guest OS may use to identify its CPU (a change may re-trigger activation)."""
 

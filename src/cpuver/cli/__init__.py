@@ -220,7 +220,7 @@ def _show(catalog: Any, model: str, as_json: bool) -> int:
             print(f"  features: {' '.join(row['features'])}")
         else:
             changes = [f"+{f}" for f in row["added"]] + [f"-{f}" for f in row["removed"]]
-            changes += [f"{k}={v}" for k, v in row["signature"].items()]
+            changes += [f"{k}={api.signature_text(k, v)}" for k, v in row["signature"].items()]
             print(f"  {' '.join(changes) if changes else '(no guest-visible change)'}")
     revisions = api.revisions(catalog, model)
     if revisions:
