@@ -21,7 +21,6 @@ from cpuver.catalog.overlay import apply_overlay
 from cpuver.catalog.releases import catalog_for_release
 from cpuver.errors import HostError, NotRunnable, QemuError, UnknownRelease
 from cpuver.host.capabilities import HostCapabilities, from_json
-from cpuver.host.qemu import QemuInstall, offered_features
 from cpuver.models import IDENTITY_FIELDS, LEVEL_FIELDS, SIGNATURE_FIELDS
 from cpuver.resolve import Resolution, Resolver
 
@@ -62,6 +61,8 @@ def kvm_usable() -> bool:
 
 def probe_with_qemu(binary: Path, accels: Iterable[str] | None = None) -> HostCapabilities:
     """What this host offers, as QEMU itself reports it (``host`` under KVM, ``max`` under TCG)."""
+    from cpuver.host.qemu import QemuInstall, offered_features  # QMP stack: only when probing
+
     install = QemuInstall(binary)
     wanted = list(accels) if accels is not None else (["kvm", "tcg"] if kvm_usable() else ["tcg"])
     offers: dict[str, frozenset[str]] = {}
@@ -135,7 +136,7 @@ def definitions_json(resolver: Resolver) -> list[dict[str, Any]]:
         if alias:
             entry["alias-of"] = alias
         if resolver.offers is not None:
-            entry["unavailable-features"] = list(resolver.blockers(resolver.effective(ref)))
+            entry["unavailable-features"] = list(resolver.unavailable(ref))
         deprecated = ref.version.deprecated if ref.version else ref.model.deprecated
         entry["deprecated"] = deprecated
         entry["migration-safe"] = True
@@ -254,6 +255,7 @@ def _describe(old: Any, new: Any) -> str:
 
 def import_catalog(binary: Path, output: Path, progress: Any = None) -> Catalog:
     from cpuver.catalog.files import dump
+    from cpuver.host.qemu import QemuInstall
     from cpuver.importer import import_catalog as run_import
 
     if not binary.exists():

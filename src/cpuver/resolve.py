@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import lru_cache
 
 from cpuver.catalog import Catalog, NameKind, NameRef
 from cpuver.errors import HostError, InvalidSpec, NotRunnable, UnknownRelease, UnknownVersion
@@ -24,6 +25,9 @@ from cpuver.features import FeatureSet, FeatureTable
 from cpuver.host.capabilities import HostCapabilities
 from cpuver.models import BareRule, Definition, Delta, MachineType, Version
 from cpuver.spec import Spec, parse
+
+_parse = lru_cache(maxsize=4096)(parse)
+"""Specs are immutable, and services resolve the same few texts over and over."""
 
 
 class Rule(StrEnum):
@@ -84,9 +88,10 @@ class Resolver:
             # TCG offers the same everywhere: the catalog records it from QEMU's own filter.
             self.offers = catalog.tcg_offers
         self.host_vendor = host.vendor if host else None
+        self._unavailable: dict[str, tuple[str, ...]] = {}
 
     def resolve(self, text: str) -> Resolution:
-        spec = parse(text)
+        spec = _parse(text)
         ref = self.catalog.lookup(spec.name)
         user = self._user_changes(spec)
         if spec.version is not None and ref.kind is not NameKind.BARE:
@@ -109,6 +114,13 @@ class Resolver:
 
     def effective(self, ref: NameRef, machine: MachineType | None = None) -> Definition:
         return self.catalog.effective(ref, machine or self.machine, self.accel, self.host_vendor)
+
+    def unavailable(self, ref: NameRef) -> tuple[str, ...]:
+        """QEMU's ``unavailable-features`` of a name on this host (empty without a host)."""
+        found = self._unavailable.get(ref.name)
+        if found is None:
+            found = self._unavailable[ref.name] = self._missing(self.effective(ref))
+        return found
 
     def blockers(self, definition: Definition) -> tuple[str, ...]:
         """Enabled features the host does not offer (empty without a host)."""

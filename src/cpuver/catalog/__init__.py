@@ -78,6 +78,10 @@ class Catalog:
     source: str = "bundled"
     _aliases: dict[str, Version] = field(default_factory=dict, compare=False, repr=False)
     _machine_aliases: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+    _names: list[NameRef] = field(default_factory=list, compare=False, repr=False)
+    _effective: dict[tuple[str, str, str, str | None], Definition] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     def __post_init__(self) -> None:
         for model in self.models.values():
@@ -92,8 +96,13 @@ class Catalog:
     def release_tuple(self) -> tuple[int, ...]:
         return tuple(int(part) for part in self.release.split("."))
 
-    def names(self) -> Iterator[NameRef]:
+    def names(self) -> tuple[NameRef, ...]:
         """Every name QEMU accepts for a model: bare, then each version with its aliases."""
+        if not self._names:
+            self._names.extend(self._every_name())
+        return tuple(self._names)
+
+    def _every_name(self) -> Iterator[NameRef]:
         for model in self.models.values():
             yield NameRef(model.name, model, NameKind.BARE)
             for version in model.versions:
@@ -176,6 +185,15 @@ class Catalog:
         Order as in QEMU: version, accelerator defaults, then the machine type's compat
         properties: global ones, then what applies to this exact type name.
         """
+        key = (ref.name, machine.name, accel, host_vendor)
+        cached = self._effective.get(key)
+        if cached is None:
+            cached = self._effective[key] = self._build(ref, machine, accel, host_vendor)
+        return cached
+
+    def _build(
+        self, ref: NameRef, machine: MachineType, accel: str, host_vendor: str | None
+    ) -> Definition:
         accelerator = self.accelerator(accel)
         version = ref.version or self.bare_version(ref.model, machine)
         defaults = accelerator.for_version(version.name)

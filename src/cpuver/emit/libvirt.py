@@ -14,7 +14,7 @@ CPU; ``inexpressible`` lists what is lost.
 
 from __future__ import annotations
 
-from xml.sax.saxutils import escape, quoteattr
+from html import escape
 
 from cpuver.features import FeatureTable
 from cpuver.models import SignatureValue
@@ -36,7 +36,7 @@ def cpu_xml(resolution: Resolution) -> str:
     lines += [_comment(item) for item in inexpressible(resolution)]
     for policy, names in (("require", changes.on), ("disable", changes.off)):
         spellings = sorted(filter(None, map(table.libvirt_name, names)))
-        lines += [f"  <feature policy='{policy}' name={quoteattr(name)}/>" for name in spellings]
+        lines += [f"  <feature policy='{policy}' name='{escape(name)}'/>" for name in spellings]
     lines.append("</cpu>")
     return "\n".join(lines)
 
