@@ -7,7 +7,7 @@ Fixtures
 
 Tests that use any of them are marked ``qemu`` automatically. A missing (or wrong) binary skips
 the test, except when ``CI=true``: then it fails, so CI never goes green without the oracle tests.
-Tests marked ``kvm`` are skipped when ``/dev/kvm`` is not usable.
+Tests marked ``kvm`` are skipped when ``/dev/kvm`` is not usable (CI: they fail).
 """
 
 from __future__ import annotations
@@ -63,4 +63,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if QEMU_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.qemu)
         if not kvm_ok and item.get_closest_marker("kvm") is not None:
-            item.add_marker(pytest.mark.skip(reason="/dev/kvm is not usable by this process"))
+            if not in_ci():
+                item.add_marker(pytest.mark.skip(reason="/dev/kvm is not usable by this process"))
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if in_ci() and item.get_closest_marker("kvm") is not None and not kvm_available():
+        pytest.fail("/dev/kvm is not usable [CI=true: KVM tests fail, never skip]", pytrace=False)
