@@ -62,9 +62,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if QEMU_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.qemu)
-        if not kvm_ok and item.get_closest_marker("kvm") is not None:
-            if not in_ci():
-                item.add_marker(pytest.mark.skip(reason="/dev/kvm is not usable by this process"))
+        if not kvm_ok and item.get_closest_marker("kvm") is not None and not in_ci():
+            item.add_marker(pytest.mark.skip(reason="/dev/kvm is not usable by this process"))
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
