@@ -67,6 +67,17 @@ class Resolution:
         return self.version.model
 
 
+@dataclass(frozen=True, slots=True)
+class _Choice:
+    """Which version a rule picked, its definition before feature changes, and its name."""
+
+    rule: Rule
+    reason: str
+    version: Version
+    start: Definition
+    name: str
+
+
 class Resolver:
     """Resolves specs against one catalog, machine type, accelerator and (optionally) host."""
 
@@ -105,12 +116,21 @@ class Resolver:
         selector = spec.version
         if selector is not None and selector.kind == "best":
             return self._best(text, spec, ref, user)
-        rule, reason, version, start, name = self._choose(ref, spec)
-        definition = start.apply(user)
-        missing = self._missing(definition)
+        choice = self._choose(ref, spec)
+        definition = choice.start.apply(user)
+        missing = self.blockers(definition)
         if spec.enforce and missing:
-            raise NotRunnable(text, {name: missing})
-        return self._answer(text, spec, version, definition, rule, reason, name, missing=missing)
+            raise NotRunnable(text, {choice.name: missing})
+        return self._answer(
+            text,
+            spec,
+            choice.version,
+            definition,
+            choice.rule,
+            choice.reason,
+            choice.name,
+            missing=missing,
+        )
 
     def effective(self, ref: NameRef, machine: MachineType | None = None) -> Definition:
         return self.catalog.effective(ref, machine or self.machine, self.accel, self.host_vendor)
@@ -119,14 +139,11 @@ class Resolver:
         """QEMU's ``unavailable-features`` of a name on this host (empty without a host)."""
         found = self._unavailable.get(ref.name)
         if found is None:
-            found = self._unavailable[ref.name] = self._missing(self.effective(ref))
+            found = self._unavailable[ref.name] = self.blockers(self.effective(ref))
         return found
 
     def blockers(self, definition: Definition) -> tuple[str, ...]:
         """Enabled features the host does not offer (empty without a host)."""
-        return self._missing(definition)
-
-    def _missing(self, definition: Definition) -> tuple[str, ...]:
         if self.offers is None:
             return ()
         return tuple(sorted(definition.features - self.offers))
@@ -141,26 +158,19 @@ class Resolver:
             version.name, self.catalog.models[version.model], NameKind.VERSIONED, version
         )
 
-    def _choose(self, ref: NameRef, spec: Spec) -> tuple[Rule, str, Version, Definition, str]:
+    def _choose(self, ref: NameRef, spec: Spec) -> _Choice:
         selector = spec.version
         machine = self.machine.name
         if selector is None:
             if ref.kind is NameKind.VERSIONED and ref.version:
-                return (
-                    Rule.EXPLICIT,
-                    f"{ref.name} names that version",
-                    ref.version,
-                    self.effective(ref),
-                    ref.version.name,
-                )
+                return self._plain(Rule.EXPLICIT, f"{ref.name} names that version", ref.version)
             if ref.kind is NameKind.ALIAS and ref.version:
-                start = self.effective(ref)
-                return (
+                return self._named(
                     Rule.ALIAS,
                     f"{ref.name} is an alias of {ref.version.name}",
+                    ref,
                     ref.version,
-                    start,
-                    self._revision_name(ref, ref.version, start, self.machine),
+                    self.machine,
                 )
             version = self.catalog.bare_version(ref.model, self.machine)
             if self.machine.bare is BareRule.LEGACY:
@@ -170,42 +180,44 @@ class Resolver:
                 )
             else:
                 reason = f"machine type {machine} maps {ref.name} to {version.name}"
-            start = self.effective(ref)
-            return (
-                Rule.MACHINE,
-                reason,
-                version,
-                start,
-                self._revision_name(ref, version, start, self.machine),
-            )
+            return self._named(Rule.MACHINE, reason, ref, version, self.machine)
         if selector.kind == "latest":
             version = ref.model.latest
-            return (
-                Rule.LATEST,
-                f"{version.name} is the highest version of {ref.name}",
-                version,
-                self.effective(self._versioned(version)),
-                version.name,
-            )
+            reason = f"{version.name} is the highest version of {ref.name}"
+            return self._plain(Rule.LATEST, reason, version)
         if selector.kind == "number" and selector.number is not None:
             found = ref.model.version(selector.number)
             if found is None:
                 raise UnknownVersion(
                     f"{ref.name}-v{selector.number}", [v.name for v in ref.model.versions]
                 )
-            return (
-                Rule.EXPLICIT,
-                f"version={selector} asked for {found.name}",
-                found,
-                self.effective(self._versioned(found)),
-                found.name,
-            )
+            return self._plain(Rule.EXPLICIT, f"version={selector} asked for {found.name}", found)
         assert selector.release is not None
         era = self._machine_of_release(selector.release)
-        version = self.catalog.bare_version(ref.model, era)
         reason = f"{ref.name} as the bare name was defined under machine type {era.name}"
+        return self._named(
+            Rule.RELEASE, reason, ref, self.catalog.bare_version(ref.model, era), era
+        )
+
+    def _plain(self, rule: Rule, reason: str, version: Version) -> _Choice:
+        """``version`` itself, as its ``-vN`` name gives it."""
+        return _Choice(
+            rule, reason, version, self.effective(self._versioned(version)), version.name
+        )
+
+    def _named(
+        self, rule: Rule, reason: str, ref: NameRef, version: Version, era: MachineType
+    ) -> _Choice:
+        """``ref`` under ``era``: named after ``version``, or after ``era``'s release when that
+        machine type's compat properties changed it (``Haswell-2.4.0``)."""
         start = self.effective(ref, era)
-        return Rule.RELEASE, reason, version, start, self._revision_name(ref, version, start, era)
+        if start == self.effective(self._versioned(version), era):
+            name = version.name
+        elif era.release:
+            name = f"{ref.name}-{era.release[0]}.{era.release[1]}.0"
+        else:
+            name = f"{ref.name}@{era.name}"
+        return _Choice(rule, reason, version, start, name)
 
     def _machine_of_release(self, release: tuple[int, int, int]) -> MachineType:
         wanted = (release[0], release[1])
@@ -224,44 +236,22 @@ class Resolver:
                 f"{text}: version=best needs what the host offers under {self.accel}: "
                 "give --host FILE (or --host local)"
             )
-        rejected: list[tuple[str, tuple[str, ...]]] = []
-        for version in reversed(ref.model.versions):
-            definition = self.effective(self._versioned(version)).apply(user)
-            missing = self._missing(definition)
-            if missing:
-                rejected.append((version.name, missing))
-                continue
-            newer = ref.model.latest.number - version.number
-            reason = (
-                f"{version.name} is the highest version of {ref.name} this host can run "
-                f"under {self.accel}" + (f" ({newer} newer rejected)" if newer else "")
-            )
-            older = self._older_rejections(ref, version, user)
-            return self._answer(
-                text, spec, version, definition, Rule.BEST, reason, blockers=(*rejected, *older)
-            )
-        raise NotRunnable(text, dict(rejected))
-
-    def _older_rejections(
-        self, ref: NameRef, chosen: Version, user: Delta
-    ) -> list[tuple[str, tuple[str, ...]]]:
-        out = []
-        for version in reversed(ref.model.versions):
-            if version.number < chosen.number:
-                missing = self._missing(self.effective(self._versioned(version)).apply(user))
-                if missing:
-                    out.append((version.name, missing))
-        return out
-
-    def _revision_name(
-        self, ref: NameRef, version: Version, start: Definition, era: MachineType
-    ) -> str:
-        """``version``'s name, or ``ref``'s name for ``era``'s release when compat changed it."""
-        if start == self.effective(self._versioned(version), era):
-            return version.name
-        if era.release:
-            return f"{ref.name}-{era.release[0]}.{era.release[1]}.0"
-        return f"{ref.name}@{era.name}"
+        tried = [
+            (version, definition, self.blockers(definition))
+            for version in reversed(ref.model.versions)
+            for definition in [self.effective(self._versioned(version)).apply(user)]
+        ]
+        rejected = [(version.name, missing) for version, _d, missing in tried if missing]
+        runnable = [(version, definition) for version, definition, missing in tried if not missing]
+        if not runnable:
+            raise NotRunnable(text, dict(rejected))
+        version, definition = runnable[0]
+        newer = ref.model.latest.number - version.number
+        reason = (
+            f"{version.name} is the highest version of {ref.name} this host can run "
+            f"under {self.accel}" + (f" ({newer} newer rejected)" if newer else "")
+        )
+        return self._answer(text, spec, version, definition, Rule.BEST, reason, blockers=rejected)
 
     def _answer(
         self,
