@@ -74,6 +74,7 @@ def import_catalog(install: QemuInstall, progress: Progress | None = None) -> Ca
         definitions = session.command("query-cpu-definitions")
         names = _classify(definitions)
         versioned = [name for model in names.versions.values() for name in model]
+        known = frozenset(name for name in session.static_expansion("max") if name in table)
         tcg = {name: _definition(session.static_expansion(name), table) for name in versioned}
         machine_list = session.command("query-machines")
     with QmpSession(install, "none", "kvm") as session:
@@ -118,7 +119,16 @@ def import_catalog(install: QemuInstall, progress: Progress | None = None) -> Ca
             )
         except QemuError as err:
             say(f"skipping machine type {name}: {err}")
-    return Catalog(release, build, models, machines, accelerators, tcg_offers, source=build)
+    return Catalog(
+        release,
+        build,
+        models,
+        machines,
+        accelerators,
+        tcg_offers,
+        source=build,
+        known_features=known,
+    )
 
 
 def _release_of(build: str) -> str:

@@ -76,6 +76,8 @@ class Catalog:
     tcg_offers: FeatureSet
     """Features TCG can give a guest (``max`` under TCG)."""
     source: str = "bundled"
+    known_features: FeatureSet = frozenset()
+    """Every CPU feature this QEMU build has a property for (newer names are unknown to it)."""
     _aliases: dict[str, Version] = field(default_factory=dict, compare=False, repr=False)
     _machine_aliases: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
     _names: list[NameRef] = field(default_factory=list, compare=False, repr=False)

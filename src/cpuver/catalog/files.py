@@ -164,7 +164,14 @@ def load(
         raise CatalogError(str(directory), "no models (models/*.json)")
     machines = _load_machines(_Reader(directory / "machines.json", table), models)
     return Catalog(
-        release, build, models, machines, accelerators, tcg_offers, source or str(directory)
+        release,
+        build,
+        models,
+        machines,
+        accelerators,
+        tcg_offers,
+        source or str(directory),
+        known_features=head.feature_list(head.data, "features", ""),
     )
 
 
@@ -361,6 +368,7 @@ def dump(catalog: Catalog, directory: Path) -> None:
             name: _accelerator_json(acc) for name, acc in sorted(catalog.accelerators.items())
         },
         "tcg-offers": sorted(catalog.tcg_offers),
+        **({"features": sorted(catalog.known_features)} if catalog.known_features else {}),
     }
     _write(directory / "catalog.json", head)
     machines = {name: _machine_json(machine) for name, machine in sorted(catalog.machines.items())}

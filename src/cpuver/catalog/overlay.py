@@ -58,6 +58,7 @@ def apply_overlay(base: Catalog, directory: Path, features: FeatureTable | None 
         machines=base.machines,
         accelerators=base.accelerators,
         tcg_offers=base.tcg_offers,
+        known_features=base.known_features,
         source=f"{base.source} + overlay {directory}",
     )
 

@@ -207,6 +207,7 @@ def derive(
         machines=machines,
         accelerators=base.accelerators,
         tcg_offers=base.tcg_offers,
+        known_features=base.known_features,
         source=f"derived qemu-{target[0]}.{target[1]} from {base.source}",
     )
 
