@@ -1,7 +1,8 @@
 """libvirt's feature names: joined to QEMU's by CPUID/MSR location, used in the <cpu> XML.
 
-The names come from libvirt 9.0.0's CPU map as Debian bookworm ships it (package libvirt0
-9.0.0-4+deb12u2), extracted into tools/libvirt_x86_features.json.
+The names come from libvirt 11.3.0's CPU map as Debian bookworm-backports ships it next to QEMU
+10.0 (package libvirt-common 11.3.0-2~bpo12+1; it also knows the versioned model names such as
+Haswell-v4), extracted into tools/libvirt_x86_features.json.
 """
 
 from __future__ import annotations
@@ -24,25 +25,24 @@ from cpuver.resolve import Resolution, Resolver
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LIBVIRT_DATA = REPO_ROOT / "tools" / "libvirt_x86_features.json"
 
-# libvirt 9.0.0 names bits QEMU 10.2 has no feature for: cmt and mbm_* (resource monitoring),
-# and osxsave, ospke, cvt16, pconfig (names QEMU dropped from its table).
+# libvirt 11.3.0 (Debian bookworm-backports, alongside QEMU 10.0) names bits QEMU 10.2 has no
+# feature for: cmt and mbm_* (resource monitoring), osxsave, ospke, cvt16, pconfig (names QEMU
+# dropped from its table), vmx-ept-uc/wb (EPT memory types) and vmx-invvpid-single-context (QEMU
+# calls that bit vmx-invept-single-context).
 LIBVIRT_NAMES_WITHOUT_QEMU_FEATURE = frozenset(
-    {"cmt", "cvt16", "mbm_local", "mbm_total", "ospke", "osxsave", "pconfig"}
-)
+    {
+        "cmt", "cvt16", "mbm_local", "mbm_total", "ospke", "osxsave", "pconfig",
+        "vmx-ept-uc", "vmx-ept-wb", "vmx-invvpid-single-context",
+    }
+)  # fmt: skip
 
-# Features enabled by some version of the bundled QEMU 10.0 catalog that libvirt 9.0.0 has no
-# name for: newer than libvirt 9.0.0 (AVX10, AMX-FP16, SHA512/SM3/SM4, the 2023-2024 speculation
-# bits, vnmi ...) or never in libvirt's map (the VIA PadLock bits of YongFeng). libvirt 9.0.0 would
-# reject them in <cpu>, so the XML can only comment on them.
+# Features enabled by some version of the bundled QEMU 10.0 catalog that libvirt 11.3.0 has no
+# name for: the VIA PadLock bits of YongFeng and bhi-no. libvirt would reject them in <cpu>, so
+# the XML can only comment on them.
 USED_BY_QEMU_10_0_WITHOUT_LIBVIRT_NAME = frozenset(
     {
-        "ace2", "amd-psfd", "amx-fp16", "auto-ibrs", "avx-ifma", "avx-ne-convert",
-        "avx-vnni-int16", "avx-vnni-int8", "avx10", "avx10-128", "avx10-256", "avx10-512",
-        "bhi-ctrl", "bhi-no", "cmpccxadd", "ddpd-u", "fbsdp-no", "fsrc", "fsrs", "fzrm",
-        "gds-no", "intel-psfd", "ipred-ctrl", "lam", "lfence-always-serializing", "mcdt-no",
-        "no-nested-data-bp", "null-sel-clr-base", "pbrsb-no", "phe", "phe-en", "pmm", "pmm-en",
-        "prefetchiti", "psdp-no", "rfds-no", "rrsba-ctrl", "sbdr-ssdp-no", "sha512", "sm3",
-        "sm4", "stibp-always-on", "vnmi", "xcrypt", "xcrypt-en", "xstore", "xstore-en",
+        "ace2", "bhi-no", "phe", "phe-en", "pmm", "pmm-en", "xcrypt", "xcrypt-en", "xstore",
+        "xstore-en",
     }
 )  # fmt: skip
 
@@ -88,8 +88,8 @@ def test_every_libvirt_name_maps_to_exactly_one_qemu_feature(
     assert set(owners) == listed - LIBVIRT_NAMES_WITHOUT_QEMU_FEATURE
 
 
-def test_205_qemu_features_have_a_libvirt_name(table: FeatureTable) -> None:
-    assert sum(table.libvirt_name(name) is not None for name in table) == 205
+def test_354_qemu_features_have_a_libvirt_name(table: FeatureTable) -> None:
+    assert sum(table.libvirt_name(name) is not None for name in table) == 354
 
 
 def test_qemu_10_0_models_use_only_features_with_libvirt_names_but_a_known_few(
@@ -145,9 +145,9 @@ def test_libvirt_xml_translates_a_renamed_feature_from_a_spec(q10: Catalog) -> N
 
 
 def test_feature_without_libvirt_name_becomes_a_comment(q10: Catalog) -> None:
-    resolution = resolve(q10, "Haswell-v1,+avx-ifma,+pdpe1gb")
+    resolution = resolve(q10, "Haswell-v1,+xstore,+pdpe1gb")
     xml = cpu_xml(resolution)
-    assert "<!-- not expressible in libvirt: avx-ifma=on -->" in xml
+    assert "<!-- not expressible in libvirt: xstore=on -->" in xml
     assert [f.attrib["name"] for f in ET.fromstring(xml).findall("feature")] == ["pdpe1gb"]
 
 
@@ -162,12 +162,12 @@ def test_inexpressible_lists_signature_then_unnamed_features(q10: Catalog) -> No
     resolution = dataclasses.replace(
         resolve(q10, "Haswell-v1"),
         changes=Delta(
-            on=frozenset({"avx-ifma", "pcid"}),
-            off=frozenset({"sha512"}),
+            on=frozenset({"xstore", "pcid"}),
+            off=frozenset({"bhi-no"}),
             signature=(("vendor", "AuthenticAMD"), ("stepping", 1)),
         ),
     )
-    assert inexpressible(resolution) == ("stepping=1", "avx-ifma=on", "sha512=off")
+    assert inexpressible(resolution) == ("stepping=1", "xstore=on", "bhi-no=off")
 
 
 def test_model_id_with_double_dash_keeps_the_xml_valid(q10: Catalog) -> None:
