@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import bench_cold_start
+import bench_probe
 import bench_resolve
 import bench_usability
 from common import RESULTS, Result, qemu_10_0
@@ -68,6 +69,7 @@ def main() -> int:
         lambda: bench_usability.run(args.qemu, caps),
         lambda: bench_resolve.run(caps),
         lambda: bench_cold_start.run(details=args.details),
+        lambda: bench_probe.run(args.qemu),
     ]
     for step in steps:
         for result in step():
