@@ -94,7 +94,8 @@ class Resolver:
         self.accel = catalog.accelerator(accel).name
         self.host = host
         self.features = features or FeatureTable.bundled()
-        self.offers: FeatureSet | None = host.offered(self.accel) if host else None
+        release = ".".join(catalog.release.split(".")[:2])
+        self.offers: FeatureSet | None = host.offered(self.accel, release) if host else None
         if self.offers is None and self.accel == "tcg":
             # TCG offers the same everywhere: the catalog records it from QEMU's own filter.
             self.offers = catalog.tcg_offers

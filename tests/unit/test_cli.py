@@ -12,7 +12,7 @@ import pytest
 
 from cpuver.catalog.files import bundled_dir, dump, load
 from cpuver.cli import main
-from cpuver.host.capabilities import SNAPSHOT_SCHEMA
+from cpuver.host.capabilities import SNAPSHOT_SCHEMA_V1 as SNAPSHOT_SCHEMA
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONSOLE_SCRIPT = Path(sys.executable).parent / "cpuver"

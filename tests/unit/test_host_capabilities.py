@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 
 from cpuver.errors import HostError
-from cpuver.host.capabilities import SNAPSHOT_SCHEMA, HostCapabilities, from_json
+from cpuver.host.capabilities import SNAPSHOT_SCHEMA_V1 as SNAPSHOT_SCHEMA
+from cpuver.host.capabilities import HostCapabilities, from_json
 
 MAX_PROPS: dict[str, Any] = {
     "vendor": "AuthenticAMD",
@@ -96,9 +97,9 @@ def test_offered_is_none_for_an_accelerator_not_probed() -> None:
 
 
 def test_snapshot_of_another_schema_names_schema() -> None:
-    message = host_error(snapshot(schema="cpuver-host/2"))
+    message = host_error(snapshot(schema="cpuver-host/3"))
     assert message.startswith("host.json: schema: ")
-    assert "'cpuver-host/2'" in message
+    assert "cpuver-host/3" in message
 
 
 def test_snapshot_without_host_name_names_host() -> None:

@@ -10,12 +10,15 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cpuver import api
 from cpuver.errors import CpuverError, InvalidSpec
 from cpuver.host.capabilities import HostCapabilities
 from cpuver.resolve import Resolver
+
+if TYPE_CHECKING:
+    from cpuver.host.explain import HostDiff
 
 REPORT_FEATURES = 6
 """Blocking features shown per line of ``cpuver report`` (``--json`` has them all)."""
@@ -52,7 +55,8 @@ def _catalog_options(parser: argparse.ArgumentParser, *, machine: bool = True) -
         group.add_argument(
             "--host",
             metavar="FILE",
-            help="host capabilities: snapshot, QMP expansion reply, - or local",
+            help="host capabilities: snapshot (cpuver-host/1 or /2), QMP expansion reply, "
+            "- (standard input) or local (probe this host now)",
         )
         group.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -83,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="every model family on this host: bare, best, blockers")
     _catalog_options(report)
 
+    _host_parser(sub)
+
     catalog = sub.add_parser("catalog", help="catalog maintenance")
     catalog_sub = catalog.add_subparsers(dest="catalog_command", required=True, metavar="ACTION")
     importer = catalog_sub.add_parser("import", help="import a catalog from a QEMU binary")
@@ -91,6 +97,42 @@ def build_parser() -> argparse.ArgumentParser:
     )
     importer.add_argument("-o", "--output", metavar="DIR", type=Path, required=True)
     return parser
+
+
+def _host_parser(sub: Any) -> None:
+    host = sub.add_parser("host", help="host snapshots: probe this host, show one, diff two")
+    host_sub = host.add_subparsers(dest="host_command", required=True, metavar="ACTION")
+    probe = host_sub.add_parser("probe", help="snapshot what this host can give a guest")
+    probe.add_argument(
+        "--via",
+        choices=api.PROBE_METHODS,
+        default="auto",
+        help="kvm (ioctls), qemu (QEMU's own filter), cpuinfo (approximate), auto (default: "
+        "kvm when /dev/kvm is usable, else qemu, else cpuinfo)",
+    )
+    probe.add_argument(
+        "--qemu",
+        metavar="PATH",
+        type=Path,
+        action="append",
+        default=[],
+        help="qemu-system-x86_64 to ask with --via qemu (repeatable; default: the one on PATH)",
+    )
+    probe.add_argument("-o", "--output", metavar="FILE", type=Path, help="write the snapshot here")
+    show = host_sub.add_parser("show", help="a host snapshot in words")
+    show.add_argument("file", metavar="FILE", help="snapshot, QMP expansion reply, - or local")
+    show.add_argument("--json", action="store_true", help="the snapshot as cpuver reads it")
+    diff = host_sub.add_parser("diff", help="what changed between two snapshots of a host")
+    diff.add_argument("file_a", metavar="A")
+    diff.add_argument("file_b", metavar="B")
+    diff.add_argument(
+        "--accel",
+        choices=("kvm", "tcg"),
+        action="append",
+        help="accelerator(s) to compare (default: every one both snapshots have)",
+    )
+    _catalog_options(diff, machine=False)
+    diff.add_argument("--json", action="store_true", help="machine-readable output")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -119,6 +161,8 @@ def _run(args: argparse.Namespace) -> int:
             f"{len(catalog.machines)} machine types from {catalog.build} into {args.output}"
         )
         return 0
+    if args.command == "host":
+        return _host_command(args)
     catalog = api.open_catalog(args.qemu, args.catalog, args.overlay)
     if args.command == "show":
         return _show(catalog, args.model, args.json)
@@ -137,6 +181,126 @@ def _host(args: argparse.Namespace) -> HostCapabilities | None:
     if args.command == "report" and args.host is None:
         return api.read_host("local")
     return api.read_host(args.host) if args.host else None
+
+
+def _host_command(args: argparse.Namespace) -> int:
+    if args.host_command == "probe":
+        host = api.probe_host(args.via, args.qemu, progress=_progress)
+        text = api.write_host(host, args.output)
+        if args.output is None:
+            sys.stdout.write(text)
+        else:
+            print(f"wrote {args.output} (method {host.method})", file=sys.stderr)
+        return 0
+    if args.host_command == "show":
+        host = api.read_host(args.file)
+        if args.json:
+            _print_json(host.to_json())
+        else:
+            print("\n".join(_host_lines(host)))
+        return 0
+    a, b = api.read_host(args.file_a), api.read_host(args.file_b)
+    diff, usability = api.host_diff(a, b, args.qemu, args.accel, args.catalog, args.overlay)
+    if args.json:
+        _print_json(_host_diff_json(diff, usability))
+    else:
+        print("\n".join(_host_diff_lines(diff, usability)))
+    return 0
+
+
+def _host_lines(host: HostCapabilities) -> list[str]:
+    lines = [f"host {host.name}" + (f" (probed {host.probed})" if host.probed else "")]
+    facts = host.facts
+    if facts is not None:
+        signature = ""
+        if facts.family is not None:
+            signature = f", family {facts.family} model {facts.model} stepping {facts.stepping}"
+        lines.append(f"cpu:       {facts.vendor} {facts.brand}{signature}".rstrip())
+        lines.append(f"microcode: {facts.microcode or '(unknown)'}")
+        lines.append(f"kernel:    {facts.kernel or '(unknown)'}")
+        vulns = facts.vulnerabilities
+        affected = {k: v for k, v in vulns.items() if v != "Not affected"}
+        lines.append(
+            f"vulnerabilities: {len(vulns) - len(affected)} of {len(vulns)} not affected"
+            + (":" if affected else "")
+        )
+        width = max((len(k) for k in affected), default=0)
+        lines += [f"  {name:<{width}}  {text}" for name, text in sorted(affected.items())]
+    elif host.vendor:
+        lines.append(f"cpu:       {host.vendor}")
+    if host.releases:
+        for release in sorted(host.releases, key=lambda r: tuple(map(int, r.split(".")))):
+            lines.append(f"QEMU {release}:")
+            for accel, offer in sorted(host.releases[release].items()):
+                how = offer.method + (f", {offer.qemu}" if offer.qemu else "")
+                lines.append(f"  {accel}: {len(offer.features)} features ({how})")
+                if offer.approximate:
+                    lines.append(
+                        "    APPROXIMATE: the CPU as /proc/cpuinfo shows it, not what KVM offers"
+                    )
+                elif offer.note:
+                    lines.append(f"    {offer.note}")
+    else:
+        how = ", ".join(f"{k} {v}" for k, v in sorted(host.provenance.items()))
+        for accel, features in sorted(host.offers.items()):
+            lines.append(f"{accel}: {len(features)} features" + (f" ({how})" if how else ""))
+    return lines
+
+
+def _host_diff_lines(diff: HostDiff, usability: Sequence[api.UsabilityChange]) -> list[str]:
+    lines = [f"host {diff.host_a}"]
+    if diff.host_a != diff.host_b:
+        lines = [f"hosts {diff.host_a} -> {diff.host_b} (note: two different hosts)"]
+    lines += [f"  {change}" for change in diff.facts]
+    if diff.vulnerabilities:
+        lines.append("  vulnerabilities:")
+        lines += [f"    {change}" for change in diff.vulnerabilities]
+    by_accel = {(u.release, u.accel): u for u in usability}
+    for accel_diff in diff.accels:
+        release = f"QEMU {accel_diff.release}, " if accel_diff.release else ""
+        lines.append(f"  {release}{accel_diff.accel}:")
+        if not accel_diff.changes:
+            lines.append("    no feature changed")
+        lines += [f"    {change}" for change in accel_diff.changes]
+        found = by_accel.get((accel_diff.release, accel_diff.accel))
+        if found is None:
+            continue
+        for version, missing in found.unusable:
+            lines.append(f"    now unusable: {version} (needs {', '.join(missing)})")
+        if found.usable:
+            lines.append(f"    now usable: {', '.join(found.usable)}")
+        if not found.unusable and not found.usable:
+            lines.append("    no model version became usable or unusable")
+    if len(lines) == 1:
+        lines.append("  nothing changed")
+    return lines
+
+
+def _host_diff_json(diff: HostDiff, usability: Sequence[api.UsabilityChange]) -> dict[str, Any]:
+    by_accel = {(u.release, u.accel): u for u in usability}
+    accels = []
+    for d in diff.accels:
+        found = by_accel.get((d.release, d.accel))
+        accels.append(
+            {
+                "release": d.release,
+                "accel": d.accel,
+                "lost": sorted(d.lost),
+                "gained": sorted(d.gained),
+                "explained": [
+                    {"direction": c.direction, "features": list(c.features), "reason": c.reason}
+                    for c in d.changes
+                ],
+                "now-unusable": {n: list(m) for n, m in found.unusable} if found else {},
+                "now-usable": list(found.usable) if found else [],
+            }
+        )
+    return {
+        "host": {"a": diff.host_a, "b": diff.host_b},
+        "facts": {c.field: {"a": c.old, "b": c.new} for c in diff.facts},
+        "vulnerabilities": {c.field: {"a": c.old, "b": c.new} for c in diff.vulnerabilities},
+        "accelerators": accels,
+    }
 
 
 def _progress(message: str) -> None:
