@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -86,11 +87,15 @@ class QmpSession:
         machine: str = "none",
         accel: str = "tcg",
         cpu: str | None = None,
+        extra_args: Sequence[str] = (),
     ) -> None:
         self.install = install
         self.machine = machine
         self.accel = accel
         self.cpu = cpu
+        self.extra_args = tuple(extra_args)
+        self.failure_stderr: list[str] = []
+        """QEMU's stderr when starting it failed (the work directory is gone by then)."""
         self._workdir: Path | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self._qmp: QEMUMonitorProtocol | None = None
@@ -112,6 +117,7 @@ class QmpSession:
             "-no-user-config",
             "-qmp",
             f"unix:{socket_path},server=on,wait=off",
+            *self.extra_args,
         ]
 
     def __enter__(self) -> QmpSession:
@@ -167,8 +173,8 @@ class QmpSession:
                 time.sleep(0.01)
 
     def _failure(self, what: str, stderr_path: Path) -> str:
-        detail = stderr_path.read_text(errors="replace").strip().splitlines()
-        errors = [line for line in detail if "warning:" not in line]
+        self.failure_stderr = self.stderr_lines()
+        errors = [line for line in self.failure_stderr if "warning:" not in line]
         reason = f": {errors[-1]}" if errors else ""
         return (
             f"QEMU {self.install.binary} -machine {self.machine} -accel {self.accel} {what}{reason}"
@@ -187,7 +193,8 @@ class QmpSession:
 
     def close(self) -> None:
         if self._qmp is not None:
-            with contextlib.suppress(QMPError, OSError):
+            # EOFError: QEMU is already gone (e.g. it exited after a failed incoming migration).
+            with contextlib.suppress(QMPError, OSError, EOFError):
                 self._qmp.close()
             self._qmp = None
         if self._process is not None:
@@ -198,6 +205,18 @@ class QmpSession:
         if self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    def stderr_lines(self) -> list[str]:
+        """What QEMU has written to stderr so far (warnings included), one message a line."""
+        path = self._workdir / "stderr" if self._workdir is not None else None
+        if path is None or not path.exists():
+            return []
+        text = path.read_text(errors="replace")
+        return [line.strip() for line in text.splitlines() if line.strip()]
 
     def static_expansion(self, model: str) -> dict[str, Any]:
         """``query-cpu-model-expansion`` type static: the props QEMU reports for ``model``."""
