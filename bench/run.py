@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import bench_cold_start
+import bench_define
 import bench_probe
 import bench_resolve
 import bench_usability
@@ -70,6 +71,7 @@ def main() -> int:
         lambda: bench_resolve.run(caps),
         lambda: bench_cold_start.run(details=args.details),
         lambda: bench_probe.run(args.qemu),
+        bench_define.run,
     ]
     for step in steps:
         for result in step():

@@ -1,0 +1,77 @@
+"""Persistent guests: SQLAlchemy tables, a repository and Alembic migrations.
+
+The store keeps guests as rows whose pin (and pending change) are JSON documents it does not
+interpret; the domain layer owns their meaning. SQLite is the default (a file under the user's
+data directory), PostgreSQL works through a URL (``postgresql+psycopg://...``). The schema is
+created or upgraded with the packaged Alembic migrations on first use of a database.
+
+Every update is compare-and-swap on the guest's ``generation``; a change of the pin writes a
+``cpu_history`` row (when, who, why, old and new) in the same transaction.
+
+Errors raised here derive from :class:`StoreError`; database errors are wrapped in it, so callers
+never need SQLAlchemy's exceptions.
+"""
+
+from __future__ import annotations
+
+from cpuver.errors import CpuverError
+
+
+class StoreError(CpuverError):
+    """The guest store cannot do what was asked (database errors are wrapped in it)."""
+
+
+class GuestNotFound(StoreError, LookupError):
+    """No guest of that name in the store."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"no guest named {name!r}")
+
+
+class GuestExists(StoreError):
+    """A guest of that name is already defined."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"a guest named {name!r} already exists")
+
+
+class ConcurrentUpdate(StoreError):
+    """The guest changed since it was read: its generation is no longer the expected one."""
+
+    def __init__(self, name: str, expected: int, actual: int | None = None) -> None:
+        self.name = name
+        self.expected = expected
+        self.actual = actual
+        now = f" (it is now at generation {actual})" if actual is not None else ""
+        super().__init__(
+            f"guest {name!r} was changed concurrently: expected generation {expected}{now}; "
+            "read it again and retry"
+        )
+
+
+# The repository needs the errors above, so it is imported after them.
+from cpuver.store.repository import (  # noqa: E402
+    UNSET,
+    GuestRecord,
+    GuestStore,
+    HistoryRecord,
+    NewGuest,
+    Unset,
+    default_url,
+)
+
+__all__ = [
+    "UNSET",
+    "ConcurrentUpdate",
+    "GuestExists",
+    "GuestNotFound",
+    "GuestRecord",
+    "GuestStore",
+    "HistoryRecord",
+    "NewGuest",
+    "StoreError",
+    "Unset",
+    "default_url",
+]

@@ -1,0 +1,68 @@
+"""The database schema as SQLAlchemy Core tables (the Alembic migrations must match it).
+
+``guests`` holds one row per guest with its pin as a JSON document the store does not interpret
+(stored as text, so PostgreSQL and SQLite keep it byte for byte), the pin's fingerprint, and a
+``generation`` that every update increments: updates are compare-and-swap on it.
+``cpu_history`` records every change of a guest's pin: when, who, why, old and new.
+Timestamps are UTC.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+guests = Table(
+    "guests",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(255), nullable=False, unique=True),
+    Column("state", String(32), nullable=False),
+    Column("host", String(255), nullable=True),
+    Column("machine", String(64), nullable=False),
+    Column("pin_json", Text, nullable=False),
+    Column("pin_fingerprint", String(128), nullable=False),
+    Column("pending_json", Text, nullable=True),
+    Column("generation", Integer, nullable=False),
+    Column("created", DateTime(timezone=True), nullable=False),
+    Column("updated", DateTime(timezone=True), nullable=False),
+)
+
+cpu_history = Table(
+    "cpu_history",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column(
+        "guest_id",
+        Integer,
+        ForeignKey("guests.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("actor", String(255), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("old_fingerprint", String(128), nullable=True),
+    Column("new_fingerprint", String(128), nullable=False),
+    Column("old_pin_json", Text, nullable=True),
+    Column("new_pin_json", Text, nullable=False),
+    Index("ix_cpu_history_guest_id_at", "guest_id", "at"),
+)
