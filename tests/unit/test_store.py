@@ -321,6 +321,13 @@ def test_update_changes_fields_and_bumps_generation(store: GuestStore) -> None:
     assert store.get("web1") == after
 
 
+def test_new_guest_has_no_snapshots_and_an_update_records_them(store: GuestStore) -> None:
+    define(store, "web1")
+    assert store.get("web1").snapshots_json == "[]"
+    store.update("web1", 1, snapshots_json='["before-upgrade"]', reason="snapshot")
+    assert store.get("web1").snapshots_json == '["before-upgrade"]'
+
+
 def test_update_without_pin_change_writes_no_history(store: GuestStore) -> None:
     define(store)
     store.update("web1", 1, state="running", reason="started")

@@ -86,6 +86,7 @@ class GuestRecord:
     pin_json: str
     fingerprint: str
     pending_json: str | None
+    snapshots_json: str
     generation: int
     created: datetime
     updated: datetime
@@ -101,6 +102,7 @@ class GuestRecord:
             pin_json=row.pin_json,
             fingerprint=row.pin_fingerprint,
             pending_json=row.pending_json,
+            snapshots_json=row.snapshots_json,
             generation=row.generation,
             created=_utc(row.created),
             updated=_utc(row.updated),
@@ -357,6 +359,7 @@ class GuestStore:
         pin_json: str | Unset = UNSET,
         fingerprint: str | Unset = UNSET,
         pending_json: str | Unset | None = UNSET,
+        snapshots_json: str | Unset = UNSET,
     ) -> GuestRecord:
         """Change the given fields if the guest is still at ``expected_generation``.
 
@@ -375,6 +378,7 @@ class GuestStore:
             "pin_json": pin_json,
             "pin_fingerprint": fingerprint,
             "pending_json": pending_json,
+            "snapshots_json": snapshots_json,
         }
         changes = {k: v for k, v in given.items() if not isinstance(v, Unset)}
         if not changes:

@@ -42,6 +42,7 @@ guests = Table(
     Column("pin_json", Text, nullable=False),
     Column("pin_fingerprint", String(128), nullable=False),
     Column("pending_json", Text, nullable=True),
+    Column("snapshots_json", Text, nullable=False, server_default="[]"),
     Column("generation", Integer, nullable=False),
     Column("created", DateTime(timezone=True), nullable=False),
     Column("updated", DateTime(timezone=True), nullable=False),
