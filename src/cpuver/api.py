@@ -19,11 +19,15 @@ from cpuver.catalog import Catalog, NameKind
 from cpuver.catalog.files import BUNDLED, bundled_dir, load
 from cpuver.catalog.overlay import apply_overlay
 from cpuver.catalog.releases import catalog_for_release
-from cpuver.errors import HostError, NotRunnable, QemuError, UnknownRelease
+from cpuver.errors import CpuverError, HostError, NotRunnable, QemuError, UnknownRelease
 from cpuver.host.capabilities import AccelOffer, HostCapabilities, from_json
 from cpuver.host.capabilities import build as build_host
 from cpuver.models import IDENTITY_FIELDS, LEVEL_FIELDS, SIGNATURE_FIELDS
 from cpuver.resolve import Resolution, Resolver
+
+if TYPE_CHECKING:
+    from cpuver.domain.lifecycle import CpuDiff, Guest
+    from cpuver.store import GuestRecord, GuestStore
 
 if TYPE_CHECKING:
     from cpuver.host.cpuinfo import CpuInfo
@@ -467,3 +471,197 @@ def import_catalog(binary: Path, output: Path, progress: Any = None) -> Catalog:
     catalog = run_import(QemuInstall(binary), progress)
     dump(catalog, output)
     return catalog
+
+
+# ---------------------------------------------------------------------------------- guests
+# The store (SQLAlchemy) and the QEMU launcher are imported inside these functions: commands
+# that never touch guests must not pay for them at start-up.
+
+
+def open_store(url: str | None = None) -> GuestStore:
+    from cpuver.store import GuestStore
+
+    return GuestStore(url)
+
+
+def _guest(record: GuestRecord) -> Guest:
+    from cpuver.domain.lifecycle import Guest
+    from cpuver.domain.pinning import Pin
+
+    pending = record.pending_json
+    return Guest(
+        name=record.name,
+        pin=Pin.from_json(json.loads(record.pin_json), f"guest {record.name}"),
+        state=record.state,  # type: ignore[arg-type]
+        host=record.host,
+        pending=Pin.from_json(json.loads(pending), f"guest {record.name}") if pending else None,
+        snapshots=tuple(json.loads(record.snapshots_json)),
+        generation=record.generation,
+    )
+
+
+def get_guest(store: GuestStore, name: str) -> Guest:
+    return _guest(store.get(name))
+
+
+def _store_change(store: GuestStore, old: Guest, new: Guest, reason: str) -> Guest:
+    """Write ``new`` if nobody changed the guest since ``old`` was read (else ConcurrentUpdate)."""
+    pending = json.dumps(new.pending.to_json(), sort_keys=True) if new.pending else None
+    record = store.update(
+        old.name,
+        old.generation,
+        reason=reason,
+        state=new.state,
+        host=new.host,
+        pin_json=json.dumps(new.pin.to_json(), sort_keys=True),
+        fingerprint=new.pin.fingerprint,
+        pending_json=pending,
+        snapshots_json=json.dumps(list(new.snapshots)),
+    )
+    return _guest(record)
+
+
+def define_guest(
+    store: GuestStore,
+    path: Path,
+    catalog: Catalog,
+    accel: str,
+    host: HostCapabilities | None = None,
+    machine: str | None = None,
+) -> Guest:
+    """Read a domain XML or guest file, resolve its CPU fully and store the pinned guest."""
+    from cpuver.domain.lifecycle import define
+    from cpuver.domain.pinning import pin
+    from cpuver.domain.xml import read_domain_xml, read_guest
+
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise HostError(f"cannot read guest definition {path}: {err.strerror}") from err
+    if path.suffix == ".xml":
+        wanted = read_domain_xml(text, str(path), catalog=catalog)
+    else:
+        wanted = read_guest(text, str(path))
+    if wanted.spec is None:
+        raise CpuverError(f"{path}: no CPU model to pin ({'; '.join(wanted.notes) or 'no <cpu>'})")
+    chosen_machine = machine or wanted.machine
+    resolution = Resolver(catalog, chosen_machine, accel, host).resolve(wanted.spec)
+    guest = define(wanted.name, pin(resolution, catalog))
+    store.define(
+        guest.name,
+        guest.state,
+        guest.pin.machine,
+        json.dumps(guest.pin.to_json(), sort_keys=True),
+        guest.pin.fingerprint,
+        reason=f"define from {path.name}: {wanted.spec} -> {resolution.name}",
+    )
+    return get_guest(store, guest.name)
+
+
+def guest_xml(store: GuestStore, name: str, catalog: Catalog) -> str:
+    from cpuver.domain.xml import domain_xml
+
+    guest = get_guest(store, name)
+    return domain_xml(guest.name, guest.pin.machine, guest.pin, catalog)
+
+
+def guest_transition(
+    store: GuestStore,
+    name: str,
+    action: str,
+    *,
+    host: HostCapabilities | None = None,
+    snapshot: str | None = None,
+    dry_run: bool = False,
+) -> Guest:
+    """One lifecycle step, checked (hosts must run the pinned CPU) and stored atomically;
+    ``dry_run`` only checks that it is allowed."""
+    from cpuver.domain import lifecycle
+
+    guest = get_guest(store, name)
+    if action in ("start", "migrate", "restore"):
+        if host is None:
+            raise HostError(f"{action} needs the target host's capabilities (--host/--to)")
+        step = {
+            "start": lifecycle.start,
+            "migrate": lifecycle.migrate,
+            "restore": lifecycle.restore,
+        }[action]
+        new = step(guest, host.name, host)
+        reason = f"{action} on {host.name}"
+    elif action in ("snapshot-create", "snapshot-revert"):
+        assert snapshot is not None
+        step_snap = (
+            lifecycle.snapshot_create
+            if action == "snapshot-create"
+            else (lifecycle.snapshot_revert)
+        )
+        new = step_snap(guest, snapshot)
+        reason = f"{action} {snapshot}"
+    else:
+        new = {"shutdown": lifecycle.shutdown, "save": lifecycle.save}[action](guest)
+        reason = action
+    return new if dry_run else _store_change(store, guest, new, reason)
+
+
+def update_guest_cpu(
+    store: GuestStore,
+    name: str,
+    catalog: Catalog,
+    to: str,
+    host: HostCapabilities | None,
+    accept_signature_change: bool,
+    dry_run: bool,
+) -> tuple[Guest, CpuDiff]:
+    """Re-resolve a guest's model with ``to`` (best, latest, vN) and move its pin explicitly."""
+    from cpuver.domain.lifecycle import update_cpu
+    from cpuver.domain.pinning import pin
+
+    guest = get_guest(store, name)
+    old = guest.pin
+    resolver = Resolver(catalog, old.machine, old.accel, host)
+    new_pin = pin(resolver.resolve(f"{old.model},version={to}"), catalog)
+    updated, diff = update_cpu(guest, new_pin, accept_signature_change, dry_run)
+    if updated is not guest and updated != guest:
+        updated = _store_change(store, guest, updated, f"update-cpu to {new_pin.name}")
+    return updated, diff
+
+
+def check_guests(store: GuestStore, catalog: Catalog) -> list[tuple[str, list[str]]]:
+    """Guests whose pinned version no longer exists or is deprecated in ``catalog``."""
+    from cpuver.domain.pinning import check
+
+    out = []
+    for record in store.list():
+        problems = check(_guest(record).pin, catalog)
+        if problems:
+            out.append((record.name, problems))
+    return out
+
+
+def launch_check(guest: Guest, catalog: Catalog, binary: Path) -> list[str]:
+    """Boot the pinned CPU in a real QEMU (paused), compare the vCPU with the pin, stop it."""
+    from cpuver.domain.pinning import qemu_cpu_arg
+    from cpuver.host.launch import launch, verify
+    from cpuver.host.qemu import QemuInstall
+
+    pin_ = guest.pin
+    with launch(QemuInstall(binary), pin_.machine, pin_.accel, qemu_cpu_arg(pin_, catalog)) as vm:
+        return verify(vm, frozenset(pin_.features_on), pin_.signature.as_dict())
+
+
+def launch_migrate_check(guest: Guest, catalog: Catalog, binary: Path) -> list[str]:
+    """Live-migrate the pinned CPU between two real QEMU processes; compare both with the pin."""
+    from cpuver.domain.pinning import qemu_cpu_arg
+    from cpuver.host.launch import launch, live_migrate, verify
+    from cpuver.host.qemu import QemuInstall
+
+    pin_ = guest.pin
+    install = QemuInstall(binary)
+    cpu = qemu_cpu_arg(pin_, catalog)
+    expected = (frozenset(pin_.features_on), pin_.signature.as_dict())
+    with launch(install, pin_.machine, pin_.accel, cpu) as source:
+        problems = [f"source: {p}" for p in verify(source, *expected)]
+        with live_migrate(source, install, pin_.machine, pin_.accel, cpu) as target:
+            problems += [f"target: {p}" for p in verify(target, *expected)]
+    return problems

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cpuver import api
+from cpuver.cli import domain
 from cpuver.errors import CpuverError, InvalidSpec
 from cpuver.host.capabilities import HostCapabilities
 from cpuver.resolve import Resolver
@@ -88,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     _catalog_options(report)
 
     _host_parser(sub)
+    domain.add_parser(sub, _catalog_options)
 
     catalog = sub.add_parser("catalog", help="catalog maintenance")
     catalog_sub = catalog.add_subparsers(dest="catalog_command", required=True, metavar="ACTION")
@@ -163,6 +165,8 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if args.command == "host":
         return _host_command(args)
+    if args.command == "domain":
+        return domain.run(args)
     catalog = api.open_catalog(args.qemu, args.catalog, args.overlay)
     if args.command == "show":
         return _show(catalog, args.model, args.json)
