@@ -665,3 +665,28 @@ def launch_migrate_check(guest: Guest, catalog: Catalog, binary: Path) -> list[s
         with live_migrate(source, install, pin_.machine, pin_.accel, cpu) as target:
             problems += [f"target: {p}" for p in verify(target, *expected)]
     return problems
+
+
+def launch_save(guest: Guest, catalog: Catalog, binary: Path, state: Path) -> list[str]:
+    """Boot the pinned CPU in a real QEMU, verify it, and write its state with QEMU's migration."""
+    from cpuver.domain.pinning import qemu_cpu_arg
+    from cpuver.host.launch import launch, save, verify
+    from cpuver.host.qemu import QemuInstall
+
+    pin_ = guest.pin
+    with launch(QemuInstall(binary), pin_.machine, pin_.accel, qemu_cpu_arg(pin_, catalog)) as vm:
+        problems = verify(vm, frozenset(pin_.features_on), pin_.signature.as_dict())
+        save(vm, state)
+    return problems
+
+
+def launch_restore_check(guest: Guest, catalog: Catalog, binary: Path, state: Path) -> list[str]:
+    """Restore QEMU state written by :func:`launch_save` in a new QEMU; compare with the pin."""
+    from cpuver.domain.pinning import qemu_cpu_arg
+    from cpuver.host.launch import restore, verify
+    from cpuver.host.qemu import QemuInstall
+
+    pin_ = guest.pin
+    cpu = qemu_cpu_arg(pin_, catalog)
+    with restore(QemuInstall(binary), pin_.machine, pin_.accel, cpu, state) as vm:
+        return verify(vm, frozenset(pin_.features_on), pin_.signature.as_dict())

@@ -17,7 +17,7 @@ def cpuver(*argv: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_start_and_migrate_with_launch_verify_the_pin_on_real_qemu(
+def test_start_migrate_save_restore_with_launch_verify_the_pin_on_real_qemu(
     qemu100: QemuInstall, tmp_path: Path
 ) -> None:
     db = ["--db", f"sqlite:///{tmp_path / 'guests.db'}"]
@@ -62,4 +62,23 @@ def test_start_and_migrate_with_launch_verify_the_pin_on_real_qemu(
     )
     assert "live-migrated between two QEMU processes and verified" in migrated.stdout, (
         migrated.stderr
+    )
+    saved = tmp_path / "web1.saved"
+    save = cpuver(
+        "domain", "save", "web1", str(saved), "--launch", "--qemu-binary", str(qemu100.binary), *db
+    )
+    assert "verified and saved by QEMU" in save.stdout, save.stderr
+    restore = cpuver(
+        "domain",
+        "restore",
+        str(saved),
+        "--host",
+        str(host),
+        "--launch",
+        "--qemu-binary",
+        str(qemu100.binary),
+        *db,
+    )
+    assert "restored in a new process and verified over QMP: exact" in restore.stdout, (
+        restore.stderr
     )

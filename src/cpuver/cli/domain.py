@@ -63,6 +63,14 @@ def add_parser(sub: Any, catalog_options: Any) -> None:
     restore = action("restore", "restore a saved guest on a host that runs the pin")
     restore.add_argument("file", type=Path, metavar="FILE")
     restore.add_argument("--host", dest="target", metavar="FILE", required=True)
+    for parser in (save, restore):
+        parser.add_argument(
+            "--launch",
+            action="store_true",
+            help="also with real QEMU: its migration stream to FILE.qemu-state "
+            "(save) and back in a new process, verified over QMP (restore)",
+        )
+        parser.add_argument("--qemu-binary", type=Path, metavar="PATH")
     snapshot = action("snapshot", "create or revert a snapshot (the pin never changes)")
     snapshot.add_argument("verb", choices=("create", "revert"))
     snapshot.add_argument("name", metavar="NAME")
@@ -117,12 +125,20 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "update-cpu":
         return _update(args, store, catalog)
     if args.action == "save":
+        if args.launch:
+            api.guest_transition(store, args.name, "save", dry_run=True)
+            guest = api.get_guest(store, args.name)
+            _verified(api.launch_save(guest, catalog, _binary(args), _state(args.file)))
+            print(
+                f"{guest.name}: {guest.pin.name} booted, verified and saved by QEMU to "
+                f"{_state(args.file)}"
+            )
         guest = api.guest_transition(store, args.name, "save")
         args.file.write_text(json.dumps(guest.to_json(), indent=2) + "\n")
         print(f"saved {guest.name} to {args.file}")
         return 0
     if args.action == "restore":
-        return _restore(args, store)
+        return _restore(args, store, catalog)
     if args.action == "snapshot":
         guest = api.guest_transition(
             store, args.name, f"snapshot-{args.verb}", snapshot=args.snapshot
@@ -142,21 +158,33 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _prove_on_qemu(args: argparse.Namespace, store: Any, catalog: Any) -> None:
+def _binary(args: argparse.Namespace) -> Path:
     found = shutil.which("qemu-system-x86_64")
-    binary = args.qemu_binary or (Path(found) if found else None)
+    binary: Path | None = args.qemu_binary or (Path(found) if found else None)
     if binary is None:
         raise QemuError("--launch needs a QEMU binary: --qemu-binary PATH")
-    guest = api.get_guest(store, args.name)
-    check = api.launch_migrate_check if args.action == "migrate" else api.launch_check
-    problems = check(guest, catalog, binary)
+    return binary
+
+
+def _state(saved: Path) -> Path:
+    """Where ``save --launch`` puts QEMU's migration stream, next to cpuver's saved guest."""
+    return saved.with_name(saved.name + ".qemu-state")
+
+
+def _verified(problems: list[str]) -> None:
     if problems:
         raise QemuError(f"the running vCPU differs from the pin: {'; '.join(problems)}")
+
+
+def _prove_on_qemu(args: argparse.Namespace, store: Any, catalog: Any) -> None:
+    guest = api.get_guest(store, args.name)
+    check = api.launch_migrate_check if args.action == "migrate" else api.launch_check
+    _verified(check(guest, catalog, _binary(args)))
     what = "live-migrated between two QEMU processes" if args.action == "migrate" else "booted"
     print(f"{guest.name}: {guest.pin.name} {what} and verified over QMP: exact")
 
 
-def _restore(args: argparse.Namespace, store: Any) -> int:
+def _restore(args: argparse.Namespace, store: Any, catalog: Any) -> int:
     try:
         saved = json.loads(args.file.read_text())
         name, fingerprint = saved["name"], saved["pin"]["fingerprint"]
@@ -168,7 +196,12 @@ def _restore(args: argparse.Namespace, store: Any) -> int:
             f"{args.file}: saved with another CPU than guest {name!r} has now "
             f"({fingerprint[:16]} vs {current.pin.fingerprint[:16]})"
         )
-    guest = api.guest_transition(store, name, "restore", host=api.read_host(args.target))
+    host = api.read_host(args.target)
+    if args.launch:
+        api.guest_transition(store, name, "restore", host=host, dry_run=True)
+        _verified(api.launch_restore_check(current, catalog, _binary(args), _state(args.file)))
+        print(f"{name}: QEMU state restored in a new process and verified over QMP: exact")
+    guest = api.guest_transition(store, name, "restore", host=host)
     print(f"{guest.name} restored on {guest.host} with {guest.pin.name}")
     return 0
 
