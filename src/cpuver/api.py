@@ -639,54 +639,55 @@ def check_guests(store: GuestStore, catalog: Catalog) -> list[tuple[str, list[st
     return out
 
 
+def _pinned_cpu(guest: Guest, catalog: Catalog) -> tuple[str, frozenset[str], dict[str, Any]]:
+    """The ``-cpu`` argument of a guest's pin, and the features and signature to verify."""
+    from cpuver.domain.pinning import qemu_cpu_arg
+
+    pin_ = guest.pin
+    return qemu_cpu_arg(pin_, catalog), frozenset(pin_.features_on), pin_.signature.as_dict()
+
+
 def launch_check(guest: Guest, catalog: Catalog, binary: Path) -> list[str]:
     """Boot the pinned CPU in a real QEMU (paused), compare the vCPU with the pin, stop it."""
-    from cpuver.domain.pinning import qemu_cpu_arg
     from cpuver.host.launch import launch, verify
     from cpuver.host.qemu import QemuInstall
 
-    pin_ = guest.pin
-    with launch(QemuInstall(binary), pin_.machine, pin_.accel, qemu_cpu_arg(pin_, catalog)) as vm:
-        return verify(vm, frozenset(pin_.features_on), pin_.signature.as_dict())
+    cpu, features, signature = _pinned_cpu(guest, catalog)
+    with launch(QemuInstall(binary), guest.pin.machine, guest.pin.accel, cpu) as vm:
+        return verify(vm, features, signature)
 
 
 def launch_migrate_check(guest: Guest, catalog: Catalog, binary: Path) -> list[str]:
     """Live-migrate the pinned CPU between two real QEMU processes; compare both with the pin."""
-    from cpuver.domain.pinning import qemu_cpu_arg
     from cpuver.host.launch import launch, live_migrate, verify
     from cpuver.host.qemu import QemuInstall
 
-    pin_ = guest.pin
-    install = QemuInstall(binary)
-    cpu = qemu_cpu_arg(pin_, catalog)
-    expected = (frozenset(pin_.features_on), pin_.signature.as_dict())
-    with launch(install, pin_.machine, pin_.accel, cpu) as source:
-        problems = [f"source: {p}" for p in verify(source, *expected)]
-        with live_migrate(source, install, pin_.machine, pin_.accel, cpu) as target:
-            problems += [f"target: {p}" for p in verify(target, *expected)]
+    install, (machine, accel) = QemuInstall(binary), (guest.pin.machine, guest.pin.accel)
+    cpu, features, signature = _pinned_cpu(guest, catalog)
+    with launch(install, machine, accel, cpu) as source:
+        problems = [f"source: {p}" for p in verify(source, features, signature)]
+        with live_migrate(source, install, machine, accel, cpu) as target:
+            problems += [f"target: {p}" for p in verify(target, features, signature)]
     return problems
 
 
 def launch_save(guest: Guest, catalog: Catalog, binary: Path, state: Path) -> list[str]:
     """Boot the pinned CPU in a real QEMU, verify it, and write its state with QEMU's migration."""
-    from cpuver.domain.pinning import qemu_cpu_arg
     from cpuver.host.launch import launch, save, verify
     from cpuver.host.qemu import QemuInstall
 
-    pin_ = guest.pin
-    with launch(QemuInstall(binary), pin_.machine, pin_.accel, qemu_cpu_arg(pin_, catalog)) as vm:
-        problems = verify(vm, frozenset(pin_.features_on), pin_.signature.as_dict())
+    cpu, features, signature = _pinned_cpu(guest, catalog)
+    with launch(QemuInstall(binary), guest.pin.machine, guest.pin.accel, cpu) as vm:
+        problems = verify(vm, features, signature)
         save(vm, state)
     return problems
 
 
 def launch_restore_check(guest: Guest, catalog: Catalog, binary: Path, state: Path) -> list[str]:
     """Restore QEMU state written by :func:`launch_save` in a new QEMU; compare with the pin."""
-    from cpuver.domain.pinning import qemu_cpu_arg
     from cpuver.host.launch import restore, verify
     from cpuver.host.qemu import QemuInstall
 
-    pin_ = guest.pin
-    cpu = qemu_cpu_arg(pin_, catalog)
-    with restore(QemuInstall(binary), pin_.machine, pin_.accel, cpu, state) as vm:
-        return verify(vm, frozenset(pin_.features_on), pin_.signature.as_dict())
+    cpu, features, signature = _pinned_cpu(guest, catalog)
+    with restore(QemuInstall(binary), guest.pin.machine, guest.pin.accel, cpu, state) as vm:
+        return verify(vm, features, signature)

@@ -216,37 +216,31 @@ def verify(
 def _migrate(source: RunningVm, uri: str, timeout: float = MIGRATION_TIMEOUT_S) -> None:
     """Send ``source`` to ``uri`` and wait until the source says completed."""
     source.session.command("migrate", uri=uri)
-    deadline = time.monotonic() + timeout
-    while True:
-        info = source.session.command("query-migrate")
-        status = info.get("status")
-        if status == "completed":
-            return
-        if status in ("failed", "cancelled"):
-            reason = info.get("error-desc", "no reason given")
-            raise QemuError(f"migration to {uri} {status}: {reason}")
-        if time.monotonic() > deadline:
-            raise QemuError(f"migration to {uri} did not finish in {timeout:.0f} s ({status})")
-        time.sleep(_POLL_S)
+    _wait_for_migration(source, f"migration to {uri}", timeout)
 
 
 def _await_incoming(vm: RunningVm, timeout: float = MIGRATION_TIMEOUT_S) -> None:
     """Wait until ``vm`` has loaded its incoming migration stream (QEMU exits if it cannot)."""
+    _wait_for_migration(vm, "incoming migration", timeout)
+
+
+def _wait_for_migration(vm: RunningVm, what: str, timeout: float) -> None:
+    """Poll ``query-migrate`` on ``vm`` until completed; QEMU's reason when it fails or exits."""
     deadline = time.monotonic() + timeout
     while True:
         try:
             info = vm.session.command("query-migrate")
         except QemuError as err:
             said = "; ".join(_without_program(line) for line in vm.session.stderr_lines())
-            raise QemuError(f"incoming migration failed: {said or err}") from err
+            raise QemuError(f"{what} failed: {said or err}") from err
         status = info.get("status")
         if status == "completed":
             return
         if status in ("failed", "cancelled"):
             reason = info.get("error-desc", "no reason given")
-            raise QemuError(f"incoming migration {status}: {reason}")
+            raise QemuError(f"{what} {status}: {reason}")
         if time.monotonic() > deadline:
-            raise QemuError(f"incoming migration did not finish in {timeout:.0f} s ({status})")
+            raise QemuError(f"{what} did not finish in {timeout:.0f} s ({status})")
         time.sleep(_POLL_S)
 
 
