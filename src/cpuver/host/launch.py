@@ -86,6 +86,14 @@ class RunningVm:
     def close(self) -> None:
         self.session.close()
 
+    def detach(self) -> int:
+        """Let the guest run on after this process ends (started with a ``workdir``); its pid."""
+        return self.session.detach()
+
+    def quit(self) -> None:
+        """End the QEMU process, also one this process did not start."""
+        self.session.quit()
+
     def __enter__(self) -> RunningVm:
         return self
 
@@ -99,23 +107,38 @@ class RunningVm:
 
 
 def start(
-    install: QemuInstall, machine: str, accel: str, cpu: str, *, incoming: str | None = None
+    install: QemuInstall,
+    machine: str,
+    accel: str,
+    cpu: str,
+    *,
+    incoming: str | None = None,
+    workdir: Path | None = None,
 ) -> RunningVm:
     """Start QEMU paused with ``-cpu cpu``; the caller must close the returned VM.
 
     With ``incoming`` (a migration URI such as ``unix:/path`` or ``exec:cat file``) QEMU
-    listens for that migration stream; this returns as soon as it listens.
+    listens for that migration stream; this returns as soon as it listens. With ``workdir`` (a
+    lasting directory) the VM can be left running on its own with :meth:`RunningVm.detach`.
     """
-    vm = _start(install, machine, accel, cpu, defer=incoming is not None)
+    vm = _start(install, machine, accel, cpu, defer=incoming is not None, workdir=workdir)
     if incoming is not None:
         _listen(vm, incoming)
     return vm
 
 
-def _start(install: QemuInstall, machine: str, accel: str, cpu: str, *, defer: bool) -> RunningVm:
+def _start(
+    install: QemuInstall,
+    machine: str,
+    accel: str,
+    cpu: str,
+    *,
+    defer: bool,
+    workdir: Path | None = None,
+) -> RunningVm:
     # "defer": the URI is given over QMP (migrate-incoming), so a bad one is a QMP error.
     extra = ["-incoming", "defer"] if defer else []
-    session = QmpSession(install, machine, accel, cpu, extra_args=extra)
+    session = QmpSession(install, machine, accel, cpu, extra_args=extra, workdir=workdir)
     try:
         session.__enter__()
     except QemuError as err:
@@ -245,7 +268,12 @@ def _wait_for_migration(vm: RunningVm, what: str, timeout: float) -> None:
 
 
 def live_migrate(
-    source: RunningVm, install: QemuInstall, machine: str, accel: str, cpu: str
+    source: RunningVm,
+    install: QemuInstall,
+    machine: str,
+    accel: str,
+    cpu: str,
+    run_dir: Path | None = None,
 ) -> RunningVm:
     """Migrate ``source`` into a new QEMU process over a loopback unix socket.
 
@@ -254,7 +282,7 @@ def live_migrate(
     workdir = Path(tempfile.mkdtemp(prefix="cpuver-migrate-"))
     try:
         uri = f"unix:{workdir / 'migration.sock'}"
-        destination = start(install, machine, accel, cpu, incoming=uri)
+        destination = start(install, machine, accel, cpu, incoming=uri, workdir=run_dir)
         try:
             _migrate(source, uri)
             _await_incoming(destination)
@@ -282,13 +310,18 @@ def save(vm: RunningVm, path: Path | str) -> None:
 
 
 def restore(
-    install: QemuInstall, machine: str, accel: str, cpu: str, path: Path | str
+    install: QemuInstall,
+    machine: str,
+    accel: str,
+    cpu: str,
+    path: Path | str,
+    workdir: Path | None = None,
 ) -> RunningVm:
     """Start a new QEMU process from a state file written by :func:`save` (caller closes it)."""
     path = Path(path)
     if not path.is_file():
         raise QemuError(f"no saved state at {path}")
-    vm = _start(install, machine, accel, cpu, defer=True)
+    vm = _start(install, machine, accel, cpu, defer=True, workdir=workdir)
     try:
         _listen(vm, _state_uri(vm, path, "cat "))
         _await_incoming(vm)
@@ -296,3 +329,16 @@ def restore(
         vm.close()
         raise
     return vm
+
+
+def attach(
+    install: QemuInstall, machine: str, accel: str, cpu: str, workdir: Path, pid: int, socket: Path
+) -> RunningVm:
+    """The VM a detached QEMU in ``workdir`` runs (closing it leaves QEMU running)."""
+    session = QmpSession.attach(install, machine, accel, workdir, pid, socket)
+    try:
+        cpus = session.command("query-cpus-fast")
+        return RunningVm(session, str(cpus[0]["qom-path"]), cpu)
+    except BaseException:
+        session.close()
+        raise

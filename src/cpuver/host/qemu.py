@@ -9,8 +9,10 @@ QEMU releases can live side by side.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -28,6 +30,7 @@ from cpuver.features import CpuidBit, FeatureSet, FeatureTable
 
 START_TIMEOUT_S = 10.0
 CONNECT_ATTEMPTS = 50
+UNIX_PATH_MAX = 108
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +81,25 @@ class QemuInstall:
         return done.stdout.splitlines()[0].strip()
 
 
+def qmp_socket(workdir: Path) -> Path:
+    """The QMP socket of a QEMU working in ``workdir``; in the temporary directory when the
+    path would pass the 108-byte limit of unix socket addresses."""
+    socket = workdir / "qmp.sock"
+    if len(bytes(socket)) < UNIX_PATH_MAX:
+        return socket
+    digest = hashlib.sha256(bytes(workdir)).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"cpuver-qmp-{digest}.sock"
+
+
+def process_alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie waiting to be reaped counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
 class QmpSession:
     """A paused QEMU process for one machine type and accelerator, driven over QMP."""
 
@@ -88,6 +110,7 @@ class QmpSession:
         accel: str = "tcg",
         cpu: str | None = None,
         extra_args: Sequence[str] = (),
+        workdir: Path | None = None,
     ) -> None:
         self.install = install
         self.machine = machine
@@ -95,6 +118,12 @@ class QmpSession:
         self.cpu = cpu
         self.extra_args = tuple(extra_args)
         self.failure_stderr: list[str] = []
+        self._given_workdir = workdir
+        """A lasting directory for the socket and stderr (a guest that outlives this process);
+        default: a temporary one, removed with the session."""
+        self._owns_process = True
+        self.attached_pid: int | None = None
+        self.socket_path: Path | None = None
         """QEMU's stderr when starting it failed (the work directory is gone by then)."""
         self._workdir: Path | None = None
         self._process: subprocess.Popen[bytes] | None = None
@@ -137,8 +166,12 @@ class QmpSession:
         self.close()
 
     def _start(self) -> None:
-        self._workdir = Path(tempfile.mkdtemp(prefix="cpuver-qmp-"))
-        socket_path = self._workdir / "qmp.sock"
+        if self._given_workdir is not None:
+            self._given_workdir.mkdir(parents=True, exist_ok=True)
+            self._workdir = self._given_workdir
+        else:
+            self._workdir = Path(tempfile.mkdtemp(prefix="cpuver-qmp-"))
+        socket_path = self.socket_path = qmp_socket(self._workdir)
         stderr_path = self._workdir / "stderr"
         with stderr_path.open("wb") as stderr:
             try:
@@ -148,6 +181,7 @@ class QmpSession:
                     stdout=subprocess.DEVNULL,
                     stderr=stderr,
                     env=self.install.environment(),
+                    start_new_session=self._given_workdir is not None,
                 )
             except OSError as err:
                 raise QemuError(f"cannot start {self.install.binary}: {err.strerror}") from err
@@ -191,7 +225,55 @@ class QmpSession:
         except QMPError as err:
             raise QemuError(f"QMP {name} failed: {err}") from err
 
+    @classmethod
+    def attach(
+        cls, install: QemuInstall, machine: str, accel: str, workdir: Path, pid: int, socket: Path
+    ) -> QmpSession:
+        """Connect to a QEMU that an earlier :meth:`detach` left running in ``workdir``."""
+        session = cls(install, machine, accel, workdir=workdir)
+        session._owns_process = False
+        session._workdir = workdir
+        session.attached_pid = pid
+        session.socket_path = socket
+        session._qmp = QEMUMonitorProtocol(str(socket))
+        try:
+            session.greeting = dict(session._qmp.connect() or {})
+        except (QMPError, OSError) as err:
+            raise QemuError(f"QEMU (pid {pid}) no longer answers at {workdir}: {err}") from err
+        return session
+
+    def detach(self) -> int:
+        """Leave QEMU running on its own (it must have a lasting workdir); returns its pid."""
+        if self._process is None or self._given_workdir is None:
+            raise QemuError("only a QEMU started with a lasting workdir can be left running")
+        pid = self._process.pid
+        self._owns_process = False
+        self.close()
+        return pid
+
+    def quit(self, timeout: float = START_TIMEOUT_S) -> None:
+        """Ask QEMU to quit and wait until its process is gone (killed when it does not quit)."""
+        pid = self.pid or self.attached_pid
+        with contextlib.suppress(QemuError):
+            self.command("quit")
+        deadline = time.monotonic() + timeout
+        while pid is not None and process_alive(pid) and time.monotonic() < deadline:
+            if self._process is not None and self._process.poll() is not None:
+                break
+            time.sleep(0.01)
+        if pid is not None and process_alive(pid) and self._process is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.close()
+
     def close(self) -> None:
+        if not self._owns_process:
+            if self._qmp is not None:
+                with contextlib.suppress(QMPError, OSError, EOFError):
+                    self._qmp.close()
+                self._qmp = None
+            self._process = None
+            return
         if self._qmp is not None:
             # EOFError: QEMU is already gone (e.g. it exited after a failed incoming migration).
             with contextlib.suppress(QMPError, OSError, EOFError):
@@ -202,13 +284,13 @@ class QmpSession:
                 self._process.kill()
             self._process.wait()
             self._process = None
-        if self._workdir is not None:
+        if self._workdir is not None and self._given_workdir is None:
             shutil.rmtree(self._workdir, ignore_errors=True)
-            self._workdir = None
+        self._workdir = None
 
     @property
     def pid(self) -> int | None:
-        return self._process.pid if self._process is not None else None
+        return self._process.pid if self._process is not None else self.attached_pid
 
     def stderr_lines(self) -> list[str]:
         """What QEMU has written to stderr so far (warnings included), one message a line."""
