@@ -21,6 +21,7 @@ from pathlib import Path
 
 import bench_cold_start
 import bench_define
+import bench_fleet
 import bench_probe
 import bench_resolve
 import bench_usability
@@ -72,6 +73,7 @@ def main() -> int:
         lambda: bench_cold_start.run(details=args.details),
         lambda: bench_probe.run(args.qemu),
         bench_define.run,
+        bench_fleet.run,
     ]
     for step in steps:
         for result in step():

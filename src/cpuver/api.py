@@ -27,6 +27,7 @@ from cpuver.resolve import Resolution, Resolver
 
 if TYPE_CHECKING:
     from cpuver.domain.lifecycle import CpuDiff, Guest
+    from cpuver.host.launch import RunningVm
     from cpuver.store import GuestRecord, GuestStore
 
 if TYPE_CHECKING:
@@ -647,47 +648,388 @@ def _pinned_cpu(guest: Guest, catalog: Catalog) -> tuple[str, frozenset[str], di
     return qemu_cpu_arg(pin_, catalog), frozenset(pin_.features_on), pin_.signature.as_dict()
 
 
-def launch_check(guest: Guest, catalog: Catalog, binary: Path) -> list[str]:
-    """Boot the pinned CPU in a real QEMU (paused), compare the vCPU with the pin, stop it."""
-    from cpuver.host.launch import launch, verify
+@dataclass(frozen=True, slots=True)
+class RunningGuest:
+    """Where a guest's QEMU runs on after cpuver's command ended: its directory and pid."""
+
+    workdir: Path
+    pid: int
+    binary: Path
+    socket: Path
+
+
+def run_dir(store: GuestStore, name: str) -> Path:
+    """Where cpuver keeps one guest's running QEMU (run.json, and one work directory per
+    process with its QMP socket and stderr), per store."""
+    import hashlib
+
+    state = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+    store_key = hashlib.sha256(store.url.encode()).hexdigest()[:12]
+    return state / "cpuver" / "run" / store_key / name
+
+
+def _new_workdir(store: GuestStore, name: str) -> Path:
+    """A fresh directory per QEMU process: a quitting QEMU removes its own socket path, so a
+    new process must never reuse it."""
+    import uuid
+
+    return run_dir(store, name) / uuid.uuid4().hex[:12]
+
+
+def running_guest(store: GuestStore, name: str) -> RunningGuest | None:
+    """The QEMU process cpuver left running for guest ``name``, if it still runs."""
+    from cpuver.host.qemu import process_alive
+
+    record = run_dir(store, name) / "run.json"
+    try:
+        data = json.loads(record.read_text())
+        found = RunningGuest(
+            Path(data["workdir"]), int(data["pid"]), Path(data["binary"]), Path(data["socket"])
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return found if process_alive(found.pid) else None
+
+
+def _record_running(
+    store: GuestStore, name: str, vm: RunningVm, workdir: Path, binary: Path
+) -> RunningGuest:
+    socket = vm.session.socket_path
+    assert socket is not None
+    pid = vm.detach()
+    record = {"pid": pid, "binary": str(binary), "socket": str(socket), "workdir": str(workdir)}
+    (run_dir(store, name) / "run.json").write_text(json.dumps(record) + "\n")
+    return RunningGuest(workdir, pid, binary, socket)
+
+
+def _problems_or_stop(vm: RunningVm, guest: Guest, catalog: Catalog, what: str) -> None:
+    """Compare the running vCPU with the pin; end the VM and refuse when they differ."""
+    from cpuver.host.launch import verify
+
+    _cpu, features, signature = _pinned_cpu(guest, catalog)
+    problems = verify(vm, features, signature)
+    if problems:
+        vm.quit()
+        raise QemuError(f"{what}: the running vCPU differs from the pin: {'; '.join(problems)}")
+
+
+def launch_guest(store: GuestStore, guest: Guest, catalog: Catalog, binary: Path) -> RunningGuest:
+    """Start the pinned CPU in a real QEMU, verify it over QMP, let it run on its own."""
+    from cpuver.host.launch import start
     from cpuver.host.qemu import QemuInstall
 
-    cpu, features, signature = _pinned_cpu(guest, catalog)
-    with launch(QemuInstall(binary), guest.pin.machine, guest.pin.accel, cpu) as vm:
-        return verify(vm, features, signature)
+    if running_guest(store, guest.name) is not None:
+        raise QemuError(f"guest {guest.name!r} already runs in QEMU")
+    workdir = _new_workdir(store, guest.name)
+    cpu, _features, _signature = _pinned_cpu(guest, catalog)
+    vm = start(QemuInstall(binary), guest.pin.machine, guest.pin.accel, cpu, workdir=workdir)
+    try:
+        _problems_or_stop(vm, guest, catalog, "start")
+        vm.session.command("cont")
+        return _record_running(store, guest.name, vm, workdir, binary)
+    except BaseException:
+        vm.close()
+        raise
 
 
-def launch_migrate_check(guest: Guest, catalog: Catalog, binary: Path) -> list[str]:
-    """Live-migrate the pinned CPU between two real QEMU processes; compare both with the pin."""
-    from cpuver.host.launch import launch, live_migrate, verify
+def _attached(store: GuestStore, guest: Guest, catalog: Catalog) -> tuple[RunningVm, Path]:
+    from cpuver.host.launch import attach
     from cpuver.host.qemu import QemuInstall
 
-    install, (machine, accel) = QemuInstall(binary), (guest.pin.machine, guest.pin.accel)
-    cpu, features, signature = _pinned_cpu(guest, catalog)
-    with launch(install, machine, accel, cpu) as source:
-        problems = [f"source: {p}" for p in verify(source, features, signature)]
-        with live_migrate(source, install, machine, accel, cpu) as target:
-            problems += [f"target: {p}" for p in verify(target, features, signature)]
-    return problems
+    found = running_guest(store, guest.name)
+    if found is None:
+        raise QemuError(f"guest {guest.name!r} does not run in QEMU (start it with --launch)")
+    cpu, _features, _signature = _pinned_cpu(guest, catalog)
+    install = QemuInstall(found.binary)
+    vm = attach(
+        install, guest.pin.machine, guest.pin.accel, cpu, found.workdir, found.pid, found.socket
+    )
+    return vm, found.binary
 
 
-def launch_save(guest: Guest, catalog: Catalog, binary: Path, state: Path) -> list[str]:
-    """Boot the pinned CPU in a real QEMU, verify it, and write its state with QEMU's migration."""
-    from cpuver.host.launch import launch, save, verify
+def migrate_running_guest(
+    store: GuestStore, guest: Guest, catalog: Catalog, binary: Path | None = None
+) -> RunningGuest:
+    """Live-migrate the guest's running QEMU into a new process, verify it there, end the old."""
+    from cpuver.host.launch import live_migrate
     from cpuver.host.qemu import QemuInstall
 
-    cpu, features, signature = _pinned_cpu(guest, catalog)
-    with launch(QemuInstall(binary), guest.pin.machine, guest.pin.accel, cpu) as vm:
-        problems = verify(vm, features, signature)
+    source, source_binary = _attached(store, guest, catalog)
+    old = running_guest(store, guest.name)
+    target_binary = binary or source_binary
+    cpu, _features, _signature = _pinned_cpu(guest, catalog)
+    new_dir = _new_workdir(store, guest.name)
+    try:
+        target = live_migrate(
+            source,
+            QemuInstall(target_binary),
+            guest.pin.machine,
+            guest.pin.accel,
+            cpu,
+            run_dir=new_dir,
+        )
+    except BaseException:
+        source.close()
+        raise
+    try:
+        _problems_or_stop(target, guest, catalog, "migrate")
+        target.session.command("cont")
+        running = _record_running(store, guest.name, target, new_dir, target_binary)
+    except BaseException:
+        target.quit()
+        shutil.rmtree(new_dir, ignore_errors=True)
+        source.session.command("cont")
+        source.close()
+        raise
+    source.quit()
+    if old is not None:
+        shutil.rmtree(old.workdir, ignore_errors=True)
+    return running
+
+
+def stop_running_guest(store: GuestStore, guest: Guest, catalog: Catalog) -> bool:
+    """End the guest's QEMU if cpuver left one running; True when there was one."""
+    if running_guest(store, guest.name) is None:
+        return False
+    vm, _binary = _attached(store, guest, catalog)
+    vm.quit()
+    shutil.rmtree(run_dir(store, guest.name), ignore_errors=True)
+    return True
+
+
+def save_running_guest(store: GuestStore, guest: Guest, catalog: Catalog, state: Path) -> None:
+    """Write the running guest's state with QEMU's migration to a file, then end QEMU."""
+    from cpuver.host.launch import save
+
+    vm, _binary = _attached(store, guest, catalog)
+    try:
         save(vm, state)
-    return problems
+    finally:
+        vm.quit()
+    shutil.rmtree(run_dir(store, guest.name), ignore_errors=True)
 
 
-def launch_restore_check(guest: Guest, catalog: Catalog, binary: Path, state: Path) -> list[str]:
-    """Restore QEMU state written by :func:`launch_save` in a new QEMU; compare with the pin."""
-    from cpuver.host.launch import restore, verify
+def restore_running_guest(
+    store: GuestStore, guest: Guest, catalog: Catalog, binary: Path, state: Path
+) -> RunningGuest:
+    """Load a state file into a new QEMU, verify the vCPU against the pin, let it run on."""
+    from cpuver.host.launch import restore
     from cpuver.host.qemu import QemuInstall
 
-    cpu, features, signature = _pinned_cpu(guest, catalog)
-    with restore(QemuInstall(binary), guest.pin.machine, guest.pin.accel, cpu, state) as vm:
-        return verify(vm, features, signature)
+    if running_guest(store, guest.name) is not None:
+        raise QemuError(f"guest {guest.name!r} already runs in QEMU")
+    workdir = _new_workdir(store, guest.name)
+    cpu, _features, _signature = _pinned_cpu(guest, catalog)
+    vm = restore(QemuInstall(binary), guest.pin.machine, guest.pin.accel, cpu, state, workdir)
+    try:
+        _problems_or_stop(vm, guest, catalog, "restore")
+        vm.session.command("cont")
+        return _record_running(store, guest.name, vm, workdir, binary)
+    except BaseException:
+        vm.close()
+        raise
+
+
+# ---------------------------------------------------------------------------------- fleets
+# Hosts and pools live in the guest store's database (HostStore); the fleet's matrices in
+# cpuver.fleet (numpy). Both are imported inside these functions, as for guests.
+
+if TYPE_CHECKING:
+    from cpuver.fleet import Fleet, PoolAnswer, WhatIfChange
+    from cpuver.store import HostRecord, HostStore
+
+
+def open_host_store(url: str | None = None) -> HostStore:
+    from cpuver.store import HostStore
+
+    return HostStore(url)
+
+
+def add_host_files(
+    store: HostStore,
+    files: Sequence[str],
+    pools: Sequence[str],
+    progress: Callable[[int, int, str], None] | None = None,
+) -> list[HostRecord]:
+    """Read each host snapshot (as :func:`read_host` does) and store it under its host name in
+    ``pools``; a host added before is refreshed (its old snapshot stays in the history).
+    ``progress(done, total, host)`` is called after each one."""
+    added = []
+    for done, argument in enumerate(files, 1):
+        host = read_host(argument)
+        snapshot = json.dumps(host.to_json(), sort_keys=True)
+        added.append(store.add(snapshot, host.name, pools))
+        if progress is not None:
+            progress(done, len(files), host.name)
+    return added
+
+
+def stored_host(record: HostRecord) -> HostCapabilities:
+    """A stored host's current snapshot, read back."""
+    return from_json(json.loads(record.snapshot_json), f"host {record.name}")
+
+
+def pool_fleet(
+    store: HostStore,
+    pool: str,
+    catalog: Catalog,
+    accel: str = "kvm",
+    machine: str | None = None,
+    hosts: Sequence[str] | None = None,
+) -> Fleet:
+    """A :class:`~cpuver.fleet.Fleet` of the hosts of ``pool`` (only ``hosts`` of it, when
+    given), each with what it offers under ``accel`` for the catalog's QEMU release."""
+    from cpuver.fleet import Fleet, offers_of
+
+    records = store.list(pool)
+    if hosts is not None:
+        known = {r.name for r in records}
+        unknown = [h for h in hosts if h not in known]
+        if unknown:
+            raise HostError(f"not in pool {pool!r}: {', '.join(unknown)}")
+        records = [r for r in records if r.name in set(hosts)]
+    fleet = Fleet(catalog, accel, machine)
+    offers = []
+    for record in records:
+        found = offers_of(stored_host(record), fleet.accel, catalog.release, catalog)
+        if found is None:
+            raise HostError(
+                f"host {record.name!r} of pool {pool!r} has no {fleet.accel} capabilities "
+                f"(probe it under {fleet.accel}, or choose another --accel)"
+            )
+        offers.append((record.name, found))
+    fleet.set_hosts(offers)
+    return fleet
+
+
+Holdouts = tuple[tuple[str, tuple[tuple[str, tuple[str, ...]], ...]], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PoolBest:
+    answer: PoolAnswer
+    held_back: Holdouts
+    """Versions older than the answer that some hosts cannot run (newest first), with each such
+    host and what it lacks; only for a plain model name (a spec with feature changes: empty)."""
+
+
+def pool_best(fleet: Fleet, spec: str) -> PoolBest:
+    """The newest version of the spec's model every host of the fleet runs, what holds newer
+    versions back (which host, which features) and which older versions some hosts cannot run."""
+    from cpuver.spec import parse
+
+    answer = fleet.best(spec)
+    if parse(spec).changes or answer.best is None:
+        return PoolBest(answer, ())
+    catalog = fleet.catalog
+    machine = catalog.machine(fleet.machine)
+    versions = [v for v in catalog.model(answer.model).versions if v.name != answer.best]
+    best_number = catalog.lookup(answer.best).version
+    assert best_number is not None
+    held: list[tuple[str, tuple[tuple[str, tuple[str, ...]], ...]]] = []
+    for version in reversed(versions):
+        if version.number > best_number.number:
+            continue
+        required = catalog.effective(catalog.lookup(version.name), machine, fleet.accel).features
+        lacking = tuple(
+            (host, tuple(sorted(required - fleet.offers(host))))
+            for host in answer.hosts
+            if not required <= fleet.offers(host)
+        )
+        if lacking:
+            held.append((version.name, lacking))
+    return PoolBest(answer, tuple(held))
+
+
+def feature_names(text: str | None) -> frozenset[str]:
+    """``hle,rtm`` as canonical feature names (UnknownFeature with hints for a typo)."""
+    from cpuver.features import FeatureTable
+
+    if not text:
+        return frozenset()
+    table = FeatureTable.bundled()
+    return frozenset(table.canonical(name.strip()) for name in text.split(",") if name.strip())
+
+
+@dataclass(frozen=True, slots=True)
+class GuestImpact:
+    """A stored guest that runs on ``host`` now and would not after the change."""
+
+    guest: str
+    pin: str
+    host: str
+    missing: tuple[str, ...]
+    current: bool
+    """The guest is on that host now (it could not start there again, nor migrate back)."""
+
+
+@dataclass(frozen=True, slots=True)
+class WhatIf:
+    changes: list[WhatIfChange]
+    guests: list[GuestImpact]
+    stranded: list[str]
+    """Guests that run on some host of the pool now and on none after the change."""
+
+
+def fleet_what_if(
+    host_store: HostStore,
+    guest_store: GuestStore,
+    pool: str,
+    catalog: Catalog,
+    drop: frozenset[str],
+    add: frozenset[str] = frozenset(),
+    hosts: Sequence[str] | None = None,
+    accel: str = "kvm",
+    machine: str | None = None,
+) -> WhatIf:
+    """What changes when the pool's hosts (only ``hosts``, when given) lose ``drop`` and gain
+    ``add`` (a microcode update taking TSX away, a BIOS setting): which pool answers change, and
+    which stored guests could no longer start on or migrate to which host."""
+    fleet = pool_fleet(host_store, pool, catalog, accel, machine, hosts)
+    changes = fleet.what_if(drop, add)
+    scope = set(fleet.hosts)
+    records = [r for r in host_store.list(pool) if r.name in scope]
+    snapshots = {r.name: stored_host(r) for r in records}
+    impacts: list[GuestImpact] = []
+    stranded: list[str] = []
+    for guest_record in guest_store.list():
+        guest = get_guest(guest_store, guest_record.name)
+        pin_ = guest.pin
+        ran, runs = False, False
+        for name, snapshot in snapshots.items():
+            offered = snapshot.offered(pin_.accel, pin_.release)
+            if offered is None and pin_.accel == "tcg":
+                offered = catalog.tcg_offers
+            if offered is None:
+                continue
+            before = pin_.on - offered
+            after = pin_.on - ((offered - drop) | add)
+            ran, runs = ran or not before, runs or not after
+            if not before and after:
+                impacts.append(
+                    GuestImpact(
+                        guest.name, pin_.name, name, tuple(sorted(after)), guest.host == name
+                    )
+                )
+        if ran and not runs:
+            stranded.append(guest.name)
+    return WhatIf(changes, impacts, stranded)
+
+
+def guest_targets(
+    host_store: HostStore, guest_store: GuestStore, name: str, pool: str | None = None
+) -> list[tuple[str, tuple[str, ...]]]:
+    """Every host (of ``pool``, when given) with the pinned features of guest ``name`` it lacks:
+    an empty tuple means the guest can start on it or migrate to it."""
+    from cpuver.domain import DomainError
+    from cpuver.domain.pinning import missing_on
+
+    pin_ = get_guest(guest_store, name).pin
+    out: list[tuple[str, tuple[str, ...]]] = []
+    for record in host_store.list(pool):
+        try:
+            missing = missing_on(pin_, stored_host(record))
+        except DomainError:
+            missing = (f"(no {pin_.accel} capabilities)",)
+        out.append((record.name, missing))
+    return out

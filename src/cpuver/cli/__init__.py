@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cpuver import api
-from cpuver.cli import domain
+from cpuver.cli import domain, fleet
 from cpuver.errors import CpuverError, InvalidSpec
 from cpuver.host.capabilities import HostCapabilities
 from cpuver.resolve import Resolver
@@ -90,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _host_parser(sub)
     domain.add_parser(sub, _catalog_options)
+    fleet.add_parser(sub, _catalog_options)
 
     catalog = sub.add_parser("catalog", help="catalog maintenance")
     catalog_sub = catalog.add_subparsers(dest="catalog_command", required=True, metavar="ACTION")
@@ -167,6 +168,8 @@ def _run(args: argparse.Namespace) -> int:
         return _host_command(args)
     if args.command == "domain":
         return domain.run(args)
+    if args.command in ("fleet", "pool"):
+        return fleet.run(args)
     catalog = api.open_catalog(args.qemu, args.catalog, args.overlay)
     if args.command == "show":
         return _show(catalog, args.model, args.json)

@@ -1,4 +1,4 @@
-"""Persistent guests: SQLAlchemy tables, a repository and Alembic migrations.
+"""Persistent guests and hosts: SQLAlchemy tables, repositories and Alembic migrations.
 
 The store keeps guests as rows whose pin (and pending change) are JSON documents it does not
 interpret; the domain layer owns their meaning. SQLite is the default (a file under the user's
@@ -7,6 +7,9 @@ created or upgraded with the packaged Alembic migrations on first use of a datab
 
 Every update is compare-and-swap on the guest's ``generation``; a change of the pin writes a
 ``cpu_history`` row (when, who, why, old and new) in the same transaction.
+
+Hosts and pools (:class:`HostStore`) live in the same database: each host's current snapshot,
+every snapshot it was added with, and the pools it is in.
 
 Errors raised here derive from :class:`StoreError`; database errors are wrapped in it, so callers
 never need SQLAlchemy's exceptions.
@@ -51,7 +54,15 @@ class ConcurrentUpdate(StoreError):
         )
 
 
-# The repository needs the errors above, so it is imported after them.
+# The repositories need the errors above, so they are imported after them.
+from cpuver.store.hosts import (  # noqa: E402
+    HostNotFound,
+    HostRecord,
+    HostStore,
+    PoolNotFound,
+    PoolRecord,
+    SnapshotRecord,
+)
 from cpuver.store.repository import (  # noqa: E402
     UNSET,
     GuestRecord,
@@ -70,7 +81,13 @@ __all__ = [
     "GuestRecord",
     "GuestStore",
     "HistoryRecord",
+    "HostNotFound",
+    "HostRecord",
+    "HostStore",
     "NewGuest",
+    "PoolNotFound",
+    "PoolRecord",
+    "SnapshotRecord",
     "StoreError",
     "Unset",
     "default_url",

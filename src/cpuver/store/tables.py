@@ -4,6 +4,7 @@
 (stored as text, so PostgreSQL and SQLite keep it byte for byte), the pin's fingerprint, and a
 ``generation`` that every update increments: updates are compare-and-swap on it.
 ``cpu_history`` records every change of a guest's pin: when, who, why, old and new.
+``hosts``, ``host_snapshots``, ``pools`` and ``pool_members`` hold the fleet (see below).
 Timestamps are UTC.
 """
 
@@ -66,4 +67,54 @@ cpu_history = Table(
     Column("old_pin_json", Text, nullable=True),
     Column("new_pin_json", Text, nullable=False),
     Index("ix_cpu_history_guest_id_at", "guest_id", "at"),
+)
+
+# -- hosts and pools (r0003) ---------------------------------------------------------------------
+# ``hosts`` holds each host's current snapshot (a ``cpuver-host/*`` JSON document the store does
+# not interpret); ``host_snapshots`` keeps every snapshot a host was ever added with, so a re-add
+# refreshes the host and the old snapshot stays. A host may be in several pools.
+
+hosts = Table(
+    "hosts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(255), nullable=False, unique=True),
+    Column("snapshot_json", Text, nullable=False),
+    Column("added", DateTime(timezone=True), nullable=False),
+    Column("updated", DateTime(timezone=True), nullable=False),
+)
+
+host_snapshots = Table(
+    "host_snapshots",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("host_id", Integer, ForeignKey("hosts.id", ondelete="CASCADE"), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("snapshot_json", Text, nullable=False),
+    Index("ix_host_snapshots_host_id_at", "host_id", "at"),
+)
+
+pools = Table(
+    "pools",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(255), nullable=False, unique=True),
+)
+
+pool_members = Table(
+    "pool_members",
+    metadata,
+    Column(
+        "pool_id",
+        Integer,
+        ForeignKey("pools.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column(
+        "host_id",
+        Integer,
+        ForeignKey("hosts.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Index("ix_pool_members_host_id", "host_id"),
 )

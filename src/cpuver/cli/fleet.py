@@ -1,0 +1,295 @@
+"""``cpuver fleet ...`` and ``cpuver pool ...``: stored hosts in pools, and what a pool can run.
+
+``fleet add|rm|ls`` keep host snapshots in the store (the guest store's database) and in pools;
+``fleet what-if`` and ``fleet targets`` ask about changes and guests; ``pool best|matrix|
+baseline`` answer for the hosts of one pool under one catalog, accelerator and machine type.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from cpuver import api
+from cpuver.errors import CpuverError
+
+MATRIX_RUNS, MATRIX_BLOCKED = "+", "."
+
+
+def add_parser(sub: Any, catalog_options: Any) -> None:
+    fleet = sub.add_parser("fleet", help="hosts in pools: add snapshots, list, what-if, targets")
+    fleet_sub = fleet.add_subparsers(dest="fleet_command", required=True, metavar="ACTION")
+
+    add = fleet_sub.add_parser("add", help="store host snapshots (a re-add refreshes the host)")
+    add.add_argument("files", nargs="+", metavar="SNAPSHOT", help="host snapshot file (or local)")
+    add.add_argument(
+        "--pool", action="append", required=True, metavar="P", help="pool to put them in (repeat)"
+    )
+    rm = fleet_sub.add_parser("rm", help="forget a host, its snapshot history and memberships")
+    rm.add_argument("host", metavar="HOST")
+    ls = fleet_sub.add_parser("ls", help="stored hosts and their pools")
+    ls.add_argument("--pool", metavar="P", help="only the hosts of this pool")
+    ls.add_argument("--json", action="store_true", help="machine-readable output")
+
+    what_if = fleet_sub.add_parser(
+        "what-if", help="which pool answers and stored guests change if hosts lose/gain features"
+    )
+    what_if.add_argument("--drop", metavar="F,F", help="features the hosts lose (hle,rtm)")
+    what_if.add_argument("--add", metavar="F,F", help="features the hosts gain")
+    what_if.add_argument("--hosts", metavar="H,H", help="only these hosts of the pool")
+    what_if.add_argument("--pool", metavar="P", required=True)
+    _pool_options(what_if, catalog_options)
+
+    targets = fleet_sub.add_parser("targets", help="hosts a stored guest's pinned CPU runs on")
+    targets.add_argument("guest", metavar="GUEST")
+    targets.add_argument("--pool", metavar="P", help="only the hosts of this pool")
+    targets.add_argument("--json", action="store_true", help="machine-readable output")
+    for parser in (add, rm, ls, targets):
+        parser.add_argument("--db", metavar="URL", help="store (default: SQLite file)")
+
+    pool = sub.add_parser("pool", help="what every host of a pool can run")
+    pool_sub = pool.add_subparsers(dest="pool_command", required=True, metavar="ACTION")
+    best = pool_sub.add_parser(
+        "best", help="newest version every host runs; which hosts block newer ones, with what"
+    )
+    best.add_argument("spec", metavar="SPEC", help="model name (or Model,version=best,-feature)")
+    matrix = pool_sub.add_parser("matrix", help="hosts x model versions: which runs where")
+    baseline = pool_sub.add_parser("baseline", help="per model family: the pool's best version")
+    for parser in (best, matrix, baseline):
+        parser.add_argument("--pool", metavar="P", required=True)
+        _pool_options(parser, catalog_options)
+
+
+def _pool_options(parser: argparse.ArgumentParser, catalog_options: Any) -> None:
+    parser.add_argument("--db", metavar="URL", help="store (default: SQLite file)")
+    catalog_options(parser, machine=False)
+    parser.add_argument("--machine", metavar="M", help="machine type (default: newest pc-q35)")
+    parser.add_argument("--accel", choices=("kvm", "tcg"), default="kvm", help="default: kvm")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.command == "pool":
+        return _pool(args)
+    store = api.open_host_store(args.db)
+    if args.fleet_command == "add":
+        many = len(args.files) > 1
+
+        def progress(done: int, total: int, host: str) -> None:
+            if many:
+                print(f"added {done}/{total} {host}", file=sys.stderr, flush=True)
+
+        added = api.add_host_files(store, args.files, args.pool, progress)
+        print(f"{len(added)} host(s) in pool(s) {', '.join(dict.fromkeys(args.pool))}")
+        return 0
+    if args.fleet_command == "rm":
+        store.remove(args.host)
+        print(f"removed {args.host}")
+        return 0
+    if args.fleet_command == "ls":
+        return _ls(store, args.pool, args.json)
+    if args.fleet_command == "targets":
+        return _targets(args, store)
+    return _what_if(args, store)
+
+
+def _ls(store: Any, pool: str | None, as_json: bool) -> int:
+    records = store.list(pool)
+    rows = []
+    for record in records:
+        host = api.stored_host(record)
+        releases = sorted(host.releases) if host.releases else []
+        rows.append(
+            {
+                "host": record.name,
+                "pools": list(record.pools),
+                "vendor": host.facts.vendor if host.facts else host.vendor,
+                "accelerators": sorted(host.offers),
+                "releases": releases,
+                "snapshots": record.snapshots,
+                "updated": record.updated.isoformat(timespec="seconds"),
+            }
+        )
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    width = max((len(r["host"]) for r in rows), default=4)
+    for r in rows:
+        qemu = f" QEMU {', '.join(r['releases'])}" if r["releases"] else ""
+        print(
+            f"{r['host']:<{width}}  pools {','.join(r['pools'])}  {'/'.join(r['accelerators'])}"
+            f"{qemu}  updated {r['updated']} ({r['snapshots']} snapshot(s))"
+        )
+    return 0
+
+
+def _fleet(args: argparse.Namespace, hosts: list[str] | None = None) -> Any:
+    catalog = api.open_catalog(args.qemu, args.catalog, args.overlay)
+    store = api.open_host_store(args.db)
+    return api.pool_fleet(store, args.pool, catalog, args.accel, args.machine, hosts)
+
+
+def _header(args: argparse.Namespace, fleet: Any) -> str:
+    catalog = fleet.catalog
+    return (
+        f"# pool {args.pool}: {len(fleet.hosts)} host(s); catalog QEMU {catalog.release}; "
+        f"machine {fleet.machine}; accel {fleet.accel}"
+    )
+
+
+def _lacks(hosts: Any) -> str:
+    return "; ".join(f"{host} lacks {', '.join(missing)}" for host, missing in hosts)
+
+
+def _pool(args: argparse.Namespace) -> int:
+    fleet = _fleet(args)
+    if args.pool_command == "best":
+        found = api.pool_best(fleet, args.spec)
+        answer = found.answer
+        if args.json:
+            blocked = {v: {h: list(m) for h, m in hosts} for v, hosts in answer.blocked}
+            held = {v: {h: list(m) for h, m in hosts} for v, hosts in found.held_back}
+            data = {
+                "pool": args.pool,
+                "model": answer.model,
+                "best": answer.best,
+                "hosts": list(answer.hosts),
+                "blocked": blocked,
+                "held-back": held,
+            }
+            print(json.dumps(data, indent=2))
+            return 0
+        print(_header(args, fleet))
+        best = answer.best or "(no version runs on every host)"
+        print(f"{answer.model}: {best}")
+        for version, hosts in answer.blocked:
+            print(f"  {version} blocked: {_lacks(hosts)}")
+        if found.held_back:
+            print("  older versions not every host runs:")
+            for version, hosts in found.held_back:
+                print(f"    {version}: {_lacks(hosts)}")
+        return 0
+    if args.pool_command == "matrix":
+        return _matrix(args, fleet)
+    baseline = fleet.baseline()
+    if args.json:
+        print(json.dumps({"pool": args.pool, "hosts": list(fleet.hosts), "best": baseline}))
+        return 0
+    print(_header(args, fleet))
+    width = max((len(m) for m in baseline), default=5)
+    for model, best in baseline.items():
+        print(f"{model:<{width}}  {best or '(none runs on every host)'}")
+    return 0
+
+
+def _matrix(args: argparse.Namespace, fleet: Any) -> int:
+    runs = fleet.matrix()
+    hosts, versions = fleet.hosts, fleet.versions
+    if args.json:
+        data = {
+            "pool": args.pool,
+            "hosts": list(hosts),
+            "versions": list(versions),
+            "runs": [[bool(x) for x in row] for row in runs.tolist()],
+        }
+        print(json.dumps(data))
+        return 0
+    print(_header(args, fleet))
+    print(
+        f"# one column per host ({MATRIX_RUNS} runs, {MATRIX_BLOCKED} does not): "
+        + ", ".join(f"{i} {h}" for i, h in enumerate(hosts, 1))
+    )
+    width = max((len(v) for v in versions), default=7)
+    digits = "".join(str(i % 10) for i in range(1, len(hosts) + 1))
+    print(f"{'version':<{width}}  {digits}  runs on")
+    for column, version in enumerate(versions):
+        cells = "".join(
+            MATRIX_RUNS if runs[row, column] else MATRIX_BLOCKED for row in range(len(hosts))
+        )
+        count = cells.count(MATRIX_RUNS)
+        print(f"{version:<{width}}  {cells}  {count}/{len(hosts)}")
+    return 0
+
+
+def _what_if(args: argparse.Namespace, store: Any) -> int:
+    drop, add = api.feature_names(args.drop), api.feature_names(args.add)
+    if not drop and not add:
+        raise CpuverError("what-if needs --drop and/or --add features")
+    hosts = [h.strip() for h in args.hosts.split(",") if h.strip()] if args.hosts else None
+    catalog = api.open_catalog(args.qemu, args.catalog, args.overlay)
+    outcome = api.fleet_what_if(
+        store,
+        api.open_store(args.db),
+        args.pool,
+        catalog,
+        drop,
+        add,
+        hosts,
+        args.accel,
+        args.machine,
+    )
+    if args.json:
+        data = {
+            "pool": args.pool,
+            "drop": sorted(drop),
+            "add": sorted(add),
+            "hosts": hosts,
+            "answers": [
+                {"model": c.model, "before": c.before, "after": c.after, "hosts": list(c.hosts)}
+                for c in outcome.changes
+            ],
+            "guests": [
+                {
+                    "guest": g.guest,
+                    "pin": g.pin,
+                    "host": g.host,
+                    "missing": list(g.missing),
+                    "current": g.current,
+                }
+                for g in outcome.guests
+            ],
+            "stranded": outcome.stranded,
+        }
+        print(json.dumps(data, indent=2))
+        return 0
+    change = " ".join([f"-{f}" for f in sorted(drop)] + [f"+{f}" for f in sorted(add)])
+    where = f"hosts {', '.join(hosts)} of pool {args.pool}" if hosts else f"pool {args.pool}"
+    print(f"# what if {where} change {change}")
+    if not outcome.changes:
+        print("no pool answer changes")
+    for c in outcome.changes:
+        print(
+            f"{c.model}: {c.before or '(none)'} -> {c.after or '(none runs on every host)'}"
+            f" (because of {', '.join(c.hosts)})"
+        )
+    if not outcome.guests:
+        print("no stored guest loses a host")
+    for g in outcome.guests:
+        now = " (it is there now: could not start again)" if g.current else ""
+        print(
+            f"guest {g.guest} ({g.pin}) could no longer start on or migrate to {g.host}: "
+            f"needs {', '.join(g.missing)}{now}"
+        )
+    for name in outcome.stranded:
+        print(f"guest {name} could run on no host of the pool any more")
+    return 0
+
+
+def _targets(args: argparse.Namespace, store: Any) -> int:
+    found = api.guest_targets(store, api.open_store(args.db), args.guest, args.pool)
+    if args.json:
+        data = {
+            "guest": args.guest,
+            "targets": [h for h, missing in found if not missing],
+            "blocked": {h: list(missing) for h, missing in found if missing},
+        }
+        print(json.dumps(data, indent=2))
+        return 0
+    runs = [h for h, missing in found if not missing]
+    print(f"{args.guest} can run on: {', '.join(runs) if runs else '(no host)'}")
+    for host, missing in found:
+        if missing:
+            print(f"  not on {host}: lacks {', '.join(missing)}")
+    return 0

@@ -1,0 +1,217 @@
+"""`cpuver fleet ...` and `cpuver pool ...` as a user runs them, on a temporary SQLite store.
+
+Pool rack3: hv1 and hv2 offer (under KVM, QEMU 10.0) everything Haswell-v3 and Cooperlake-v2
+need; hv3 offers the same without TSX (hle, rtm), as after a microcode update.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cpuver.api import open_catalog
+from cpuver.cli import main
+from cpuver.host.capabilities import HostCapabilities
+
+TSX = frozenset({"hle", "rtm"})
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def capable() -> frozenset[str]:
+    catalog = open_catalog("10.0")
+    machine = catalog.machine(None)
+    return frozenset().union(
+        *(catalog.effective(catalog.lookup(name), machine, "kvm").features
+          for name in ("Haswell-v3", "Cooperlake-v2"))
+    )  # fmt: skip
+
+
+def snapshot_file(tmp_path: Path, name: str, offers: frozenset[str]) -> str:
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps(HostCapabilities(name, {"kvm": offers}).to_json()))
+    return str(path)
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> list[str]:
+    return ["--db", f"sqlite:///{tmp_path / 'cpuver.db'}"]
+
+
+@pytest.fixture
+def rack3(capsys: pytest.CaptureFixture[str], tmp_path: Path, db: list[str]) -> list[str]:
+    files = [
+        snapshot_file(tmp_path, "hv1", capable()),
+        snapshot_file(tmp_path, "hv2", capable()),
+        snapshot_file(tmp_path, "hv3", capable() - TSX),
+    ]
+    code, _out, err = run(capsys, "fleet", "add", *files, "--pool", "rack3", *db)
+    assert code == 0, err
+    return [*db, "--pool", "rack3"]
+
+
+def define_guest(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, db: list[str], name: str, cpu: str
+) -> None:
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps({"name": name, "machine": "pc-q35-10.0", "cpu": cpu}))
+    host = str(tmp_path / "hv1.json")
+    code, _out, err = run(
+        capsys, "domain", "define", str(path), "--host", host, "--accel", "kvm", *db
+    )
+    assert code == 0, err
+
+
+# -- fleet add / ls / rm --------------------------------------------------------------------------
+
+
+def test_add_reports_progress_per_file_on_stderr(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, db: list[str]
+) -> None:
+    files = [snapshot_file(tmp_path, f"hv{i}", capable()) for i in (1, 2)]
+    code, out, err = run(capsys, "fleet", "add", *files, "--pool", "rack3", *db)
+    assert code == 0
+    assert err.splitlines() == ["added 1/2 hv1", "added 2/2 hv2"]
+    assert "2 host(s)" in out
+
+
+def test_ls_lists_the_pool_hosts_and_json_has_their_pools(
+    capsys: pytest.CaptureFixture[str], rack3: list[str]
+) -> None:
+    _code, out, _err = run(capsys, "fleet", "ls", *rack3)
+    assert [line.split()[0] for line in out.splitlines()] == ["hv1", "hv2", "hv3"]
+    _code, out, _err = run(capsys, "fleet", "ls", "--json", *rack3)
+    assert [(h["host"], h["pools"]) for h in json.loads(out)] == [
+        ("hv1", ["rack3"]), ("hv2", ["rack3"]), ("hv3", ["rack3"]),
+    ]  # fmt: skip
+
+
+def test_re_adding_a_host_refreshes_it_and_counts_its_snapshots(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, rack3: list[str]
+) -> None:
+    again = snapshot_file(tmp_path, "hv1", capable() - TSX)
+    run(capsys, "fleet", "add", again, *rack3)
+    _code, out, _err = run(capsys, "fleet", "ls", "--json", *rack3)
+    assert {h["host"]: h["snapshots"] for h in json.loads(out)} == {"hv1": 2, "hv2": 1, "hv3": 1}
+
+
+def test_rm_forgets_the_host_and_an_unknown_one_is_an_error(
+    capsys: pytest.CaptureFixture[str], rack3: list[str], db: list[str]
+) -> None:
+    assert run(capsys, "fleet", "rm", "hv3", *db)[0] == 0
+    _code, out, _err = run(capsys, "fleet", "ls", *db)
+    assert [line.split()[0] for line in out.splitlines()] == ["hv1", "hv2"]
+    code, _out, err = run(capsys, "fleet", "rm", "hv3", *db)
+    assert code == 1
+    assert "no host named 'hv3'" in err
+
+
+def test_unknown_pool_is_an_error(capsys: pytest.CaptureFixture[str], rack3: list[str]) -> None:
+    code, _out, err = run(capsys, "pool", "baseline", *rack3[:2], "--pool", "rack9")
+    assert code == 1
+    assert "no pool named 'rack9'" in err
+
+
+# -- pool best / matrix / baseline ----------------------------------------------------------------
+
+
+def test_pool_best_names_the_host_holding_tsx_versions_back_with_hle_rtm(
+    capsys: pytest.CaptureFixture[str], rack3: list[str]
+) -> None:
+    code, out, _err = run(capsys, "pool", "best", "Haswell", *rack3)
+    assert code == 0
+    lines = out.splitlines()
+    assert "Haswell: Haswell-v4" in lines
+    assert "    Haswell-v3: hv3 lacks hle, rtm" in lines
+    assert "    Haswell-v1: hv3 lacks hle, rtm" in lines
+
+
+def test_pool_best_lists_every_blocked_newer_version_with_its_hosts(
+    capsys: pytest.CaptureFixture[str], rack3: list[str]
+) -> None:
+    _code, out, _err = run(capsys, "pool", "best", "Cooperlake", "--json", *rack3)
+    answer = json.loads(out)
+    assert answer["best"] is None
+    assert answer["blocked"] == {
+        "Cooperlake-v2": {"hv3": ["hle", "rtm"]},
+        "Cooperlake-v1": {"hv3": ["hle", "rtm"]},
+    }
+
+
+def test_pool_matrix_has_one_column_per_host(
+    capsys: pytest.CaptureFixture[str], rack3: list[str]
+) -> None:
+    _code, out, _err = run(capsys, "pool", "matrix", *rack3)
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines()[3:]}
+    assert rows["Haswell-v3"] == ["++.", "2/3"]
+    assert rows["Haswell-v4"] == ["+++", "3/3"]
+    _code, out, _err = run(capsys, "pool", "matrix", "--json", *rack3)
+    data = json.loads(out)
+    column = data["versions"].index("Haswell-v1")
+    assert data["hosts"] == ["hv1", "hv2", "hv3"]
+    assert [row[column] for row in data["runs"]] == [True, True, False]
+
+
+def test_pool_baseline_gives_each_family_its_pool_best(
+    capsys: pytest.CaptureFixture[str], rack3: list[str]
+) -> None:
+    _code, out, _err = run(capsys, "pool", "baseline", *rack3)
+    rows = {line.split()[0]: line.split(maxsplit=1)[1] for line in out.splitlines()[1:]}
+    assert rows["Haswell"] == "Haswell-v4"
+    assert rows["Cooperlake"] == "(none runs on every host)"
+    _code, out, _err = run(capsys, "pool", "baseline", "--json", *rack3)
+    assert json.loads(out)["best"]["Haswell"] == "Haswell-v4"
+
+
+# -- what-if, targets -----------------------------------------------------------------------------
+
+
+def test_what_if_drop_tsx_lists_the_changed_pool_answers(
+    capsys: pytest.CaptureFixture[str], rack3: list[str]
+) -> None:
+    code, out, _err = run(
+        capsys, "fleet", "what-if", "--drop", "hle,rtm", "--hosts", "hv1,hv2", *rack3
+    )
+    assert code == 0
+    assert "Cooperlake: Cooperlake-v2 -> (none runs on every host) (because of hv1, hv2)" in (
+        out.splitlines()
+    )
+    assert "Haswell:" not in out  # Haswell-v4 runs without TSX
+
+
+def test_what_if_lists_the_stored_guests_that_lose_hosts(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, rack3: list[str], db: list[str]
+) -> None:
+    define_guest(capsys, tmp_path, db, "web1", "Haswell-v3")
+    define_guest(capsys, tmp_path, db, "web2", "Haswell-v4")
+    _code, out, _err = run(capsys, "fleet", "what-if", "--drop", "hle,rtm", "--json", *rack3)
+    data = json.loads(out)
+    assert [(g["guest"], g["host"], g["missing"]) for g in data["guests"]] == [
+        ("web1", "hv1", ["hle", "rtm"]), ("web1", "hv2", ["hle", "rtm"]),
+    ]  # fmt: skip
+    assert data["stranded"] == ["web1"]
+
+
+def test_what_if_with_an_unknown_feature_is_an_error(
+    capsys: pytest.CaptureFixture[str], rack3: list[str]
+) -> None:
+    code, _out, err = run(capsys, "fleet", "what-if", "--drop", "hlee", *rack3)
+    assert code == 1
+    assert "hlee" in err
+
+
+def test_targets_names_the_hosts_a_guest_pin_runs_on(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, rack3: list[str], db: list[str]
+) -> None:
+    define_guest(capsys, tmp_path, db, "web1", "Haswell-v3")
+    code, out, _err = run(capsys, "fleet", "targets", "web1", *rack3)
+    assert code == 0
+    assert out.splitlines() == ["web1 can run on: hv1, hv2", "  not on hv3: lacks hle, rtm"]
+    _code, out, _err = run(capsys, "fleet", "targets", "web1", "--json", *db)
+    assert json.loads(out)["targets"] == ["hv1", "hv2"]
