@@ -28,6 +28,7 @@ from cpuver.resolve import Resolution, Resolver
 if TYPE_CHECKING:
     from cpuver.domain.lifecycle import CpuDiff, Guest
     from cpuver.host.launch import RunningVm
+    from cpuver.host.qemu import QemuInstall
     from cpuver.store import GuestRecord, GuestStore
 
 if TYPE_CHECKING:
@@ -716,15 +717,38 @@ def _problems_or_stop(vm: RunningVm, guest: Guest, catalog: Catalog, what: str) 
 def launch_guest(store: GuestStore, guest: Guest, catalog: Catalog, binary: Path) -> RunningGuest:
     """Start the pinned CPU in a real QEMU, verify it over QMP, let it run on its own."""
     from cpuver.host.launch import start
+
+    pin_ = guest.pin
+    return _keep_running(
+        store,
+        guest,
+        catalog,
+        binary,
+        "start",
+        lambda install, cpu, workdir: start(
+            install, pin_.machine, pin_.accel, cpu, workdir=workdir
+        ),
+    )
+
+
+def _keep_running(
+    store: GuestStore,
+    guest: Guest,
+    catalog: Catalog,
+    binary: Path,
+    what: str,
+    boot: Callable[[QemuInstall, str, Path], RunningVm],
+) -> RunningGuest:
+    """Boot a new QEMU for ``guest`` with ``boot``, verify it, let it run on and record it."""
     from cpuver.host.qemu import QemuInstall
 
     if running_guest(store, guest.name) is not None:
         raise QemuError(f"guest {guest.name!r} already runs in QEMU")
     workdir = _new_workdir(store, guest.name)
     cpu, _features, _signature = _pinned_cpu(guest, catalog)
-    vm = start(QemuInstall(binary), guest.pin.machine, guest.pin.accel, cpu, workdir=workdir)
+    vm = boot(QemuInstall(binary), cpu, workdir)
     try:
-        _problems_or_stop(vm, guest, catalog, "start")
+        _problems_or_stop(vm, guest, catalog, what)
         vm.session.command("cont")
         return _record_running(store, guest.name, vm, workdir, binary)
     except BaseException:
@@ -814,26 +838,23 @@ def restore_running_guest(
 ) -> RunningGuest:
     """Load a state file into a new QEMU, verify the vCPU against the pin, let it run on."""
     from cpuver.host.launch import restore
-    from cpuver.host.qemu import QemuInstall
 
-    if running_guest(store, guest.name) is not None:
-        raise QemuError(f"guest {guest.name!r} already runs in QEMU")
-    workdir = _new_workdir(store, guest.name)
-    cpu, _features, _signature = _pinned_cpu(guest, catalog)
-    vm = restore(QemuInstall(binary), guest.pin.machine, guest.pin.accel, cpu, state, workdir)
-    try:
-        _problems_or_stop(vm, guest, catalog, "restore")
-        vm.session.command("cont")
-        return _record_running(store, guest.name, vm, workdir, binary)
-    except BaseException:
-        vm.close()
-        raise
+    pin_ = guest.pin
+    return _keep_running(
+        store,
+        guest,
+        catalog,
+        binary,
+        "restore",
+        lambda install, cpu, workdir: restore(
+            install, pin_.machine, pin_.accel, cpu, state, workdir
+        ),
+    )
 
 
 # ---------------------------------------------------------------------------------- fleets
 # Hosts and pools live in the guest store's database (HostStore); the fleet's matrices in
 # cpuver.fleet (numpy). Both are imported inside these functions, as for guests.
-
 if TYPE_CHECKING:
     from cpuver.fleet import Fleet, PoolAnswer, WhatIfChange
     from cpuver.store import HostRecord, HostStore
