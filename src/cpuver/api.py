@@ -878,11 +878,15 @@ def add_host_files(
     added = []
     for done, argument in enumerate(files, 1):
         host = read_host(argument)
-        snapshot = json.dumps(host.to_json(), sort_keys=True)
-        added.append(store.add(snapshot, host.name, pools))
+        added.append(add_host(store, host, pools))
         if progress is not None:
             progress(done, len(files), host.name)
     return added
+
+
+def add_host(store: HostStore, host: HostCapabilities, pools: Sequence[str]) -> HostRecord:
+    """Store a host's snapshot (normalised) in ``pools``; a known host is refreshed."""
+    return store.add(json.dumps(host.to_json(), sort_keys=True), host.name, pools)
 
 
 def stored_host(record: HostRecord) -> HostCapabilities:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cpuver import api
-from cpuver.cli import domain, fleet
+from cpuver.cli import domain, fleet, serve
 from cpuver.errors import CpuverError, InvalidSpec
 from cpuver.host.capabilities import HostCapabilities
 from cpuver.resolve import Resolver
@@ -88,9 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="every model family on this host: bare, best, blockers")
     _catalog_options(report)
 
-    _host_parser(sub)
+    host_actions = _host_parser(sub)
     domain.add_parser(sub, _catalog_options)
     fleet.add_parser(sub, _catalog_options)
+    serve.add_parser(sub, host_actions)
 
     catalog = sub.add_parser("catalog", help="catalog maintenance")
     catalog_sub = catalog.add_subparsers(dest="catalog_command", required=True, metavar="ACTION")
@@ -102,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _host_parser(sub: Any) -> None:
+def _host_parser(sub: Any) -> Any:
+    """The ``host`` command; returns its subcommands so ``host push`` can join them."""
     host = sub.add_parser("host", help="host snapshots: probe this host, show one, diff two")
     host_sub = host.add_subparsers(dest="host_command", required=True, metavar="ACTION")
     probe = host_sub.add_parser("probe", help="snapshot what this host can give a guest")
@@ -136,6 +138,7 @@ def _host_parser(sub: Any) -> None:
     )
     _catalog_options(diff, machine=False)
     diff.add_argument("--json", action="store_true", help="machine-readable output")
+    return host_sub
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -164,6 +167,8 @@ def _run(args: argparse.Namespace) -> int:
             f"{len(catalog.machines)} machine types from {catalog.build} into {args.output}"
         )
         return 0
+    if args.command == "serve" or getattr(args, "host_command", None) == "push":
+        return serve.run(args)
     if args.command == "host":
         return _host_command(args)
     if args.command == "domain":
