@@ -22,7 +22,7 @@ from cpuver.catalog.releases import catalog_for_release
 from cpuver.errors import CpuverError, HostError, NotRunnable, QemuError, UnknownRelease
 from cpuver.host.capabilities import AccelOffer, HostCapabilities, from_json
 from cpuver.host.capabilities import build as build_host
-from cpuver.models import IDENTITY_FIELDS, LEVEL_FIELDS, SIGNATURE_FIELDS
+from cpuver.models import IDENTITY_FIELDS, LEVEL_FIELDS, SIGNATURE_FIELDS, version_number
 from cpuver.resolve import Resolution, Resolver
 
 if TYPE_CHECKING:
@@ -395,13 +395,9 @@ def report(resolver: Resolver) -> list[FamilyReport]:
             out.append(FamilyReport(model.name, bare, None, tuple(err.blockers.items())))
             continue
         assert best is not None
-        newer = tuple((n, m) for n, m in best.blockers if _number(n) > best.version.number)
+        newer = tuple((n, m) for n, m in best.blockers if version_number(n) > best.version.number)
         out.append(FamilyReport(model.name, bare, best.name, newer))
     return out
-
-
-def _number(versioned: str) -> int:
-    return int(versioned.rsplit("-v", 1)[1])
 
 
 def history(catalog: Catalog, model_name: str) -> list[dict[str, Any]]:

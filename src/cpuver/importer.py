@@ -40,6 +40,7 @@ from cpuver.models import (
     Version,
     machine_release,
     split_versioned_name,
+    version_number,
 )
 
 Progress = Callable[[str], None]
@@ -100,7 +101,7 @@ def import_catalog(install: QemuInstall, progress: Progress | None = None) -> Ca
                     deprecated=name in names.deprecated,
                 )
                 for name in names_of_model
-                for number in [_number(name)]
+                for number in [version_number(name)]
             ),
             deprecated=model in names.deprecated,
         )
@@ -136,12 +137,6 @@ def _release_of(build: str) -> str:
     if not match:
         raise QemuError(f"cannot tell the QEMU release from {build!r}")
     return match[1]
-
-
-def _number(versioned_name: str) -> int:
-    split = split_versioned_name(versioned_name)
-    assert split is not None
-    return split[1]
 
 
 def _classify(definitions: Iterable[Mapping[str, Any]]) -> _Names:

@@ -117,6 +117,14 @@ def split_versioned_name(name: str) -> tuple[str, int] | None:
     return (match["model"], int(match["number"])) if match else None
 
 
+def version_number(versioned_name: str) -> int:
+    """``'Haswell-v4'`` -> ``4``, for names known to be versioned."""
+    split = split_versioned_name(versioned_name)
+    if split is None:
+        raise ValueError(f"{versioned_name!r} is not a versioned CPU model name")
+    return split[1]
+
+
 @dataclass(frozen=True, slots=True)
 class Version:
     """One immutable definition of a model, as QEMU registers ``<model>-vN``."""
