@@ -211,6 +211,20 @@ class Fleet:
     def models(self) -> tuple[str, ...]:
         return tuple(self._models)
 
+    def model_versions(self, model: str) -> tuple[str, ...]:
+        """The versioned names of ``model``, oldest first (its columns in :meth:`matrix`)."""
+        start, stop = self._models[self.catalog.lookup(model).model.name]
+        return self.versions[start:stop]
+
+    def missing(self, host: str, version: str) -> tuple[str, ...]:
+        """The features version ``version`` needs that host ``host`` lacks (sorted; empty when
+        it runs there)."""
+        try:
+            column = self.versions.index(version)
+        except ValueError:
+            raise InvalidSpec(f"{version!r} is not a versioned model name", version, 0) from None
+        return tuple(sorted(self._required[column] - self.offers(host)))
+
     def best(
         self, model_or_spec: str, hosts: Sequence[str] | None = None, explain: bool = True
     ) -> PoolAnswer:

@@ -369,3 +369,15 @@ def test_blocked_lists_stay_exact_when_pattern_hashes_collide(
     expected = fleet.best("Haswell")
     monkeypatch.setattr(fleet_module, "_mix", lambda words: words & np.uint64(0))
     assert fleet.best("Haswell") == expected
+
+
+def test_missing_is_what_a_version_needs_beyond_the_host(q10: Catalog) -> None:
+    fleet = Fleet(q10, "kvm")
+    fleet.set_host("no-tsx", capable_of(q10, "Haswell-v1") - TSX)
+    assert fleet.missing("no-tsx", "Haswell-v1") == ("hle", "rtm")
+    assert fleet.missing("no-tsx", "Haswell-v2") == ()
+
+
+def test_model_versions_are_a_models_columns_oldest_first(q10: Catalog) -> None:
+    fleet = Fleet(q10, "kvm")
+    assert fleet.model_versions("Haswell-noTSX") == tuple(f"Haswell-v{n}" for n in range(1, 5))
