@@ -20,6 +20,7 @@ from cpuver.catalog.files import BUNDLED, bundled_dir, load
 from cpuver.catalog.overlay import apply_overlay
 from cpuver.catalog.releases import catalog_for_release
 from cpuver.errors import CpuverError, HostError, NotRunnable, QemuError, UnknownRelease
+from cpuver.features import FeatureSet
 from cpuver.host.capabilities import AccelOffer, HostCapabilities, from_json
 from cpuver.host.capabilities import build as build_host
 from cpuver.models import IDENTITY_FIELDS, LEVEL_FIELDS, SIGNATURE_FIELDS, version_number
@@ -27,13 +28,11 @@ from cpuver.resolve import Resolution, Resolver
 
 if TYPE_CHECKING:
     from cpuver.domain.lifecycle import CpuDiff, Guest
+    from cpuver.host.cpuinfo import CpuInfo
+    from cpuver.host.explain import HostDiff
     from cpuver.host.launch import RunningVm
     from cpuver.host.qemu import QemuInstall
     from cpuver.store import GuestRecord, GuestStore
-
-if TYPE_CHECKING:
-    from cpuver.host.cpuinfo import CpuInfo
-    from cpuver.host.explain import HostDiff
 
 
 @cache
@@ -528,30 +527,47 @@ def define_guest(
     machine: str | None = None,
 ) -> Guest:
     """Read a domain XML or guest file, resolve its CPU fully and store the pinned guest."""
-    from cpuver.domain.lifecycle import define
-    from cpuver.domain.pinning import pin
-    from cpuver.domain.xml import read_domain_xml, read_guest
-
     try:
         text = path.read_text()
     except OSError as err:
         raise HostError(f"cannot read guest definition {path}: {err.strerror}") from err
-    if path.suffix == ".xml":
-        wanted = read_domain_xml(text, str(path), catalog=catalog)
+    return define_guest_text(store, text, str(path), catalog, accel, host, machine)
+
+
+def define_guest_text(
+    store: GuestStore,
+    text: str,
+    source: str,
+    catalog: Catalog,
+    accel: str,
+    host: HostCapabilities | None = None,
+    machine: str | None = None,
+) -> Guest:
+    """Like :func:`define_guest` for a definition already read (libvirt XML, JSON or TOML, told
+    apart by ``source``'s suffix or else by the text). ``host`` may be a :func:`pool_host`."""
+    from cpuver.domain.lifecycle import define
+    from cpuver.domain.pinning import pin
+    from cpuver.domain.xml import read_domain_xml, read_guest
+
+    if source.lower().endswith(".xml"):
+        wanted = read_domain_xml(text, source, catalog=catalog)
     else:
-        wanted = read_guest(text, str(path))
+        wanted = read_guest(text, source)
     if wanted.spec is None:
-        raise CpuverError(f"{path}: no CPU model to pin ({'; '.join(wanted.notes) or 'no <cpu>'})")
+        raise CpuverError(
+            f"{source}: no CPU model to pin ({'; '.join(wanted.notes) or 'no <cpu>'})"
+        )
     chosen_machine = machine or wanted.machine
     resolution = Resolver(catalog, chosen_machine, accel, host).resolve(wanted.spec)
     guest = define(wanted.name, pin(resolution, catalog))
+    against = f" for {host.source}" if host is not None and host.source.startswith("pool ") else ""
     store.define(
         guest.name,
         guest.state,
         guest.pin.machine,
         json.dumps(guest.pin.to_json(), sort_keys=True),
         guest.pin.fingerprint,
-        reason=f"define from {path.name}: {wanted.spec} -> {resolution.name}",
+        reason=f"define from {Path(source).name}: {wanted.spec} -> {resolution.name}{against}",
     )
     return get_guest(store, guest.name)
 
@@ -921,6 +937,41 @@ def pool_fleet(
         offers.append((record.name, found))
     fleet.set_hosts(offers)
     return fleet
+
+
+def pool_host(
+    store: HostStore, pool: str, catalog: Catalog, accel: str = "kvm"
+) -> HostCapabilities:
+    """The pool as one host: what *every* host of ``pool`` offers under ``accel`` (the
+    intersection), so the resolver's ``version=best`` against it is the migration-safe best and
+    its blockers are the features some host of the pool lacks."""
+    from cpuver.fleet import offers_of
+
+    records = store.list(pool)
+    if not records:
+        raise HostError(f"pool {pool!r} has no hosts (add some with cpuver fleet add --pool)")
+    common: FeatureSet | None = None
+    vendors = set()
+    for record in records:
+        host = stored_host(record)
+        found = offers_of(host, accel, catalog.release, catalog)
+        if found is None:
+            raise HostError(
+                f"host {record.name!r} of pool {pool!r} has no {accel} capabilities "
+                f"(probe it under {accel}, or choose another --accel)"
+            )
+        common = found if common is None else common & found
+        vendors.add(host.facts.vendor if host.facts else host.vendor)
+    if accel == "kvm" and len(vendors) > 1:
+        raise HostError(
+            f"pool {pool!r} mixes CPU vendors ({', '.join(sorted(str(v) for v in vendors))}): "
+            "KVM gives guests the host's vendor, so no CPU migrates across the pool"
+        )
+    vendor = next(iter(vendors)) if len(vendors) == 1 else None
+    assert common is not None
+    return HostCapabilities(
+        f"pool {pool}", {accel: common}, vendor, f"pool {pool} ({len(records)} hosts)"
+    )
 
 
 Holdouts = tuple[tuple[str, tuple[tuple[str, tuple[str, ...]], ...]], ...]

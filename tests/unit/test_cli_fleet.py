@@ -215,3 +215,79 @@ def test_targets_names_the_hosts_a_guest_pin_runs_on(
     assert out.splitlines() == ["web1 can run on: hv1, hv2", "  not on hv3: lacks hle, rtm"]
     _code, out, _err = run(capsys, "fleet", "targets", "web1", "--json", *db)
     assert json.loads(out)["targets"] == ["hv1", "hv2"]
+
+
+# -- guests resolved against a whole pool ---------------------------------------------------------
+
+
+def guest_file(tmp_path: Path, name: str, cpu: str) -> str:
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps({"name": name, "machine": "pc-q35-10.0", "cpu": cpu}))
+    return str(path)
+
+
+def pinned(capsys: pytest.CaptureFixture[str], db: list[str], name: str) -> str:
+    code, out, err = run(capsys, "domain", "list", *db)
+    assert code == 0, err
+    return next(line.split()[2] for line in out.splitlines() if line.startswith(f"{name} "))
+
+
+def test_define_with_pool_pins_the_pools_best_version(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, rack3: list[str], db: list[str]
+) -> None:
+    _code, out, _err = run(capsys, "pool", "best", "Haswell", "--json", *rack3)
+    pool_best = json.loads(out)["best"]
+    guest = guest_file(tmp_path, "web1", "Haswell,version=best")
+    code, out, err = run(capsys, "domain", "define", guest, "--accel", "kvm", *rack3)
+    assert code == 0, err
+    assert "for pool rack3 (3 hosts)" in out
+    assert pinned(capsys, db, "web1") == pool_best
+
+
+def test_define_with_pool_refuses_what_one_host_lacks(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, rack3: list[str], db: list[str]
+) -> None:
+    solo = guest_file(tmp_path, "solo", "Cooperlake,version=best")
+    run(capsys, "domain", "define", solo, "--host", str(tmp_path / "hv1.json"), *db)
+    assert pinned(capsys, db, "solo") == "Cooperlake-v2"
+    pooled = guest_file(tmp_path, "pooled", "Cooperlake,version=best")
+    code, _out, err = run(capsys, "domain", "define", pooled, "--accel", "kvm", *rack3)
+    assert code == 1
+    assert "Cooperlake-v2" in err and "hle" in err and "rtm" in err
+
+
+def test_define_with_an_empty_pool_is_an_error(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, db: list[str]
+) -> None:
+    guest = guest_file(tmp_path, "web1", "Haswell,version=best")
+    code, _out, err = run(capsys, "domain", "define", guest, "--pool", "nowhere", *db)
+    assert code == 1
+    assert "no pool named 'nowhere'" in err
+
+
+def test_define_takes_a_host_or_a_pool_not_both(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, rack3: list[str]
+) -> None:
+    guest = guest_file(tmp_path, "web1", "Haswell,version=best")
+    with pytest.raises(SystemExit):
+        main(["domain", "define", guest, "--host", str(tmp_path / "hv1.json"), *rack3])
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_update_cpu_to_best_for_a_pool_moves_to_the_pools_best(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, rack3: list[str], db: list[str]
+) -> None:
+    define_guest(capsys, tmp_path, db, "web1", "Haswell-v2")
+    accept = "--accept-signature-change"
+    code, _out, err = run(capsys, "domain", "update-cpu", "web1", "--to", "best", accept, *rack3)
+    assert code == 0, err
+    assert pinned(capsys, db, "web1") == "Haswell-v4"
+
+
+def test_domain_targets_lists_the_hosts_a_guest_can_migrate_to(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, rack3: list[str], db: list[str]
+) -> None:
+    define_guest(capsys, tmp_path, db, "web1", "Haswell-v3")
+    code, out, _err = run(capsys, "domain", "targets", "web1", *rack3)
+    assert code == 0
+    assert out.splitlines() == ["web1 can run on: hv1, hv2", "  not on hv3: lacks hle, rtm"]

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from cpuver import api
+from cpuver.cli.fleet import show_targets
 from cpuver.errors import CpuverError, QemuError
 
 ACTIONS_WITH_HOST = {"start": "--host", "restore": "--host", "migrate": "--to"}
@@ -26,7 +27,7 @@ def add_parser(sub: Any, catalog_options: Any) -> None:
 
     define = action("define", "resolve a domain XML or guest file fully and store the guest")
     define.add_argument("file", type=Path, metavar="FILE")
-    define.add_argument("--host", metavar="FILE", help="host for version=best (or local)")
+    _best_against(define)
     define.add_argument("--accel", choices=("kvm", "tcg"))
     define.add_argument("--machine", metavar="M", help="machine type if the file names none")
     for name, help_text in (
@@ -77,24 +78,51 @@ def add_parser(sub: Any, catalog_options: Any) -> None:
     update = action("update-cpu", "move the pin to another version, showing the difference")
     update.add_argument("name", metavar="NAME")
     update.add_argument("--to", default="latest", help="best, latest or vN (default: latest)")
-    update.add_argument("--host", metavar="FILE", help="host for --to best (or local)")
+    _best_against(update)
+    targets = action("targets", "hosts (of a pool) the guest's pinned CPU can start or migrate on")
+    targets.add_argument("name", metavar="NAME")
+    targets.add_argument("--pool", metavar="P", help="only the hosts of this pool")
+    targets.add_argument("--json", action="store_true", help="machine-readable output")
     update.add_argument("--dry-run", action="store_true")
     update.add_argument("--accept-signature-change", action="store_true")
+
+
+def _best_against(parser: argparse.ArgumentParser) -> None:
+    """--host or --pool: what version=best must run on."""
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--host", metavar="FILE", help="host for version=best (or local)")
+    where.add_argument(
+        "--pool",
+        metavar="P",
+        help="stored pool for version=best: the newest version every host of it runs "
+        "(migration-safe)",
+    )
+
+
+def _best_host(args: argparse.Namespace, catalog: Any, accel: str | None) -> Any:
+    """The host (or the pool as one host) version=best is resolved for, if any."""
+    if args.pool:
+        return api.pool_host(api.open_host_store(args.db), args.pool, catalog, accel or "kvm")
+    return api.read_host(args.host) if args.host else None
 
 
 def run(args: argparse.Namespace) -> int:
     catalog = api.open_catalog(args.qemu, args.catalog, args.overlay)
     store = api.open_store(args.db)
     if args.action == "define":
-        host = api.read_host(args.host) if args.host else None
+        host = _best_host(args, catalog, args.accel)
         guest = api.define_guest(
             store, args.file, catalog, api.pick_accel(args.accel, host), host, args.machine
         )
+        against = f", for {host.source}" if args.pool else ""
         print(
             f"defined {guest.name}: {guest.pin.name} on {guest.pin.machine} "
-            f"({guest.pin.accel}), fingerprint {guest.pin.fingerprint[:16]}"
+            f"({guest.pin.accel}{against}), fingerprint {guest.pin.fingerprint[:16]}"
         )
         return 0
+    if args.action == "targets":
+        hosts = api.open_host_store(args.db)
+        return show_targets(hosts, store, args.name, args.pool, args.json)
     if args.action == "list":
         for record in store.list():
             guest = api.get_guest(store, record.name)
@@ -204,7 +232,7 @@ def _restore(args: argparse.Namespace, store: Any, catalog: Any) -> int:
 
 
 def _update(args: argparse.Namespace, store: Any, catalog: Any) -> int:
-    host = api.read_host(args.host) if args.host else None
+    host = _best_host(args, catalog, api.get_guest(store, args.name).pin.accel)
     accept = args.accept_signature_change or args.dry_run  # a dry run only shows the diff
     guest, diff = api.update_guest_cpu(
         store, args.name, catalog, args.to, host, accept, args.dry_run

@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     if args.fleet_command == "ls":
         return _ls(store, args.pool, args.json)
     if args.fleet_command == "targets":
-        return _targets(args, store)
+        return show_targets(store, api.open_store(args.db), args.guest, args.pool, args.json)
     return _what_if(args, store)
 
 
@@ -277,18 +277,21 @@ def _what_if(args: argparse.Namespace, store: Any) -> int:
     return 0
 
 
-def _targets(args: argparse.Namespace, store: Any) -> int:
-    found = api.guest_targets(store, api.open_store(args.db), args.guest, args.pool)
-    if args.json:
+def show_targets(
+    host_store: Any, guest_store: Any, guest: str, pool: str | None, as_json: bool
+) -> int:
+    """Hosts a stored guest's pin runs on (``fleet targets`` and ``domain targets``)."""
+    found = api.guest_targets(host_store, guest_store, guest, pool)
+    if as_json:
         data = {
-            "guest": args.guest,
+            "guest": guest,
             "targets": [h for h, missing in found if not missing],
             "blocked": {h: list(missing) for h, missing in found if missing},
         }
         print(json.dumps(data, indent=2))
         return 0
     runs = [h for h, missing in found if not missing]
-    print(f"{args.guest} can run on: {', '.join(runs) if runs else '(no host)'}")
+    print(f"{guest} can run on: {', '.join(runs) if runs else '(no host)'}")
     for host, missing in found:
         if missing:
             print(f"  not on {host}: lacks {', '.join(missing)}")
