@@ -974,13 +974,10 @@ def pool_host(
     )
 
 
-Holdouts = tuple[tuple[str, tuple[tuple[str, tuple[str, ...]], ...]], ...]
-
-
 @dataclass(frozen=True, slots=True)
 class PoolBest:
     answer: PoolAnswer
-    held_back: Holdouts
+    held_back: Sequence[tuple[str, tuple[tuple[str, tuple[str, ...]], ...]]]
     """Versions older than the answer that some hosts cannot run (newest first), with each such
     host and what it lacks; only for a plain model name (a spec with feature changes: empty)."""
 
@@ -993,24 +990,7 @@ def pool_best(fleet: Fleet, spec: str) -> PoolBest:
     answer = fleet.best(spec)
     if parse(spec).changes or answer.best is None:
         return PoolBest(answer, ())
-    catalog = fleet.catalog
-    machine = catalog.machine(fleet.machine)
-    versions = [v for v in catalog.model(answer.model).versions if v.name != answer.best]
-    best_number = catalog.lookup(answer.best).version
-    assert best_number is not None
-    held: list[tuple[str, tuple[tuple[str, tuple[str, ...]], ...]]] = []
-    for version in reversed(versions):
-        if version.number > best_number.number:
-            continue
-        required = catalog.effective(catalog.lookup(version.name), machine, fleet.accel).features
-        lacking = tuple(
-            (host, tuple(sorted(required - fleet.offers(host))))
-            for host in answer.hosts
-            if not required <= fleet.offers(host)
-        )
-        if lacking:
-            held.append((version.name, lacking))
-    return PoolBest(answer, tuple(held))
+    return PoolBest(answer, fleet.held_back(answer.model))
 
 
 def feature_names(text: str | None) -> frozenset[str]:

@@ -17,8 +17,9 @@ can run everything (its best is the latest version).
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -31,9 +32,94 @@ from cpuver.spec import parse
 
 Words = npt.NDArray[np.uint64]
 Bools = npt.NDArray[np.bool_]
-Blocked = tuple[tuple[str, tuple[tuple[str, tuple[str, ...]], ...]], ...]
+Holders = tuple[tuple[str, tuple[str, ...]], ...]
+"""Hosts that cannot run one version, each with the features it lacks (sorted)."""
 
 _MIN_CAPACITY = 64
+
+
+class Blockers(Sequence[tuple[str, Holders]]):
+    """Versions some hosts cannot run, each with those hosts and what they lack, kept as arrays.
+
+    A pool of 10,000 mixed hosts has tens of thousands of (host, version) pairs; they are found
+    and grouped by what they lack with numpy, and only become Python tuples when read, one
+    version at a time (``blockers[i]``, iteration). Compares equal to the same tuple of
+    ``(version, ((host, missing), ...))`` pairs.
+    """
+
+    __slots__ = (
+        "_bounds", "_cache", "_hosts", "_patterns", "_spell", "_spelled", "_which", "versions"
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        versions: tuple[str, ...],
+        bounds: Sequence[int],
+        hosts: npt.NDArray[np.object_],
+        which: npt.NDArray[np.intp],
+        patterns: Words,
+        spell: Callable[[Words], list[tuple[str, ...]]],
+    ) -> None:
+        self.versions = versions
+        """The versions, in the answer's order (newest first)."""
+        self._bounds = bounds
+        self._hosts, self._which, self._patterns = hosts, which, patterns
+        self._spell = spell
+        self._spelled: list[tuple[str, ...]] | None = None
+        self._cache: dict[int, tuple[str, Holders]] = {}
+
+    @classmethod
+    def empty(cls) -> Blockers:
+        none = np.zeros(0, dtype=np.intp)
+        return cls((), [0], np.zeros(0, dtype=object), none, np.zeros((0, 1), np.uint64), list)
+
+    @property
+    def pairs(self) -> int:
+        """How many (host, version) pairs are blocked in all."""
+        return int(self._bounds[-1])
+
+    def hosts(self, index: int) -> tuple[str, ...]:
+        """The hosts that cannot run the ``index``-th version (without spelling features)."""
+        a, b = self._bounds[index], self._bounds[index + 1]
+        return tuple(self._hosts[a:b].tolist())
+
+    def __len__(self) -> int:
+        return len(self.versions)
+
+    @overload
+    def __getitem__(self, index: int) -> tuple[str, Holders]: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[tuple[str, Holders]]: ...
+    def __getitem__(self, index: int | slice) -> Any:
+        if isinstance(index, slice):
+            return tuple(self[i] for i in range(len(self))[index])
+        position = range(len(self.versions))[index]
+        found = self._cache.get(position)
+        if found is None:
+            if self._spelled is None:
+                self._spelled = self._spell(self._patterns)
+            spelled = self._spelled
+            a, b = self._bounds[position], self._bounds[position + 1]
+            holders = tuple(
+                zip(
+                    self._hosts[a:b].tolist(),
+                    [spelled[w] for w in self._which[a:b].tolist()],
+                    strict=True,
+                )
+            )
+            found = self._cache[position] = (self.versions[position], holders)
+        return found
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Blockers | tuple):
+            return tuple(self) == tuple(other)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(tuple(self))
+
+    def __repr__(self) -> str:
+        return f"Blockers({len(self)} versions, {self.pairs} (host, version) pairs)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,9 +131,9 @@ class PoolAnswer:
     """Versioned name (``Cascadelake-Server-v4``); None when some host can run no version."""
     hosts: tuple[str, ...]
     """The pool the answer is for."""
-    blocked: Blocked = ()
+    blocked: Sequence[tuple[str, Holders]] = ()
     """Every version newer than ``best``, highest first, with each host that cannot run it and
-    the features that host lacks (sorted)."""
+    the features that host lacks (sorted): a :class:`Blockers` from :meth:`Fleet.best`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +201,7 @@ class Fleet:
         self._blocking: npt.NDArray[np.int64] = np.zeros(len(self.versions), dtype=np.int64)
         """Per version: how many hosts of the fleet cannot run it."""
         self._order: npt.NDArray[np.intp] | None = None
+        self._name_array: npt.NDArray[np.object_] | None = None
 
     # -- hosts -----------------------------------------------------------------------------
 
@@ -144,7 +231,7 @@ class Fleet:
             self._slot[name] = slot
             self._names.append(name)
             self._offers.append(offers)
-            self._order = None
+            self._order = self._name_array = None
         else:
             self._blocking -= ~self._usable[slot]
             self._offers[slot] = offers
@@ -166,7 +253,7 @@ class Fleet:
             self._names.append(name)
             self._offers.append(frozenset())
         if new:
-            self._order = None
+            self._order = self._name_array = None
         slots = np.fromiter((self._slot[name] for name in latest), dtype=np.intp, count=len(latest))
         for name, offers in latest.items():
             self._offers[self._slot[name]] = offers
@@ -192,7 +279,7 @@ class Fleet:
         self._host_bits[last] = 0
         self._usable[last] = False
         del self._slot[name]
-        self._order = None
+        self._order = self._name_array = None
 
     # -- answers ---------------------------------------------------------------------------
 
@@ -232,12 +319,13 @@ class Fleet:
 
         Takes a model, alias or versioned name (its model is meant), or a spec
         ``Model,version=best`` whose feature changes (``-hle``) apply to every version.
-        ``explain=False`` leaves ``blocked`` empty: much faster when thousands of hosts block.
+        ``blocked`` is found with numpy and spelled lazily (:class:`Blockers`); ``explain=False``
+        leaves it empty.
         """
         model, changes = self._model_of(model_or_spec)
         start, stop = self._models[model]
         slots = self._slots(hosts)
-        pool = tuple(self._names[s] for s in slots) if hosts is not None else self.hosts
+        pool = tuple(hosts) if hosts is not None else self.hosts
         if changes is None:
             usable = self._usable[slots, start:stop]
             need = self._need[start:stop]
@@ -254,19 +342,27 @@ class Fleet:
             runs_everywhere = usable.all(axis=0)
         found = np.flatnonzero(runs_everywhere)
         best = int(found[-1]) if found.size else -1
-        blocked = []
-        known: dict[bytes, tuple[str, ...]] = {}
-        for column in range(stop - start - 1, best, -1) if explain else ():
-            hold = np.flatnonzero(~usable[:, column])
-            blocked.append(
-                (self.versions[start + column], self._missing(need[column], slots[hold], known))
-            )
+        newer = np.arange(stop - start - 1, best, -1)
         return PoolAnswer(
             model,
             self.versions[start + best] if best >= 0 else None,
             pool,
-            tuple(blocked),
+            self._blockers(start, newer, need, usable, slots) if explain else (),
         )
+
+    def held_back(self, model: str, hosts: Sequence[str] | None = None) -> Blockers:
+        """Versions of ``model`` older than the pool's best that some hosts of the pool
+        (default: all) cannot run, newest first, with those hosts and what they lack: the
+        hosts that keep an older guest from migrating everywhere."""
+        answer = self.best(model, hosts, explain=False)
+        if answer.best is None:
+            return Blockers.empty()
+        start, _stop = self._models[answer.model]
+        best = self.versions.index(answer.best) - start
+        slots = self._slots(hosts)
+        usable = self._usable[slots, start : start + best]
+        older = np.flatnonzero(~usable.all(axis=0))[::-1]
+        return self._blockers(start, older, self._need[start : start + best], usable, slots)
 
     def baseline(self, hosts: Sequence[str] | None = None) -> dict[str, str | None]:
         """Every model's best version for the pool (default: all hosts); None: none runs."""
@@ -363,32 +459,36 @@ class Fleet:
         packed = np.packbits(flags, axis=1, bitorder="little")
         return np.ascontiguousarray(packed).view(np.uint64)
 
-    def _missing(
+    def _blockers(
         self,
+        start: int,
+        columns: npt.NDArray[np.intp],
         need: Words,
+        usable: Bools,
         slots: npt.NDArray[np.intp],
-        known: dict[bytes, tuple[str, ...]],
-    ) -> tuple[tuple[str, tuple[str, ...]], ...]:
-        """Each host of ``slots`` with the features of ``need`` it lacks (sorted); ``known``
-        holds patterns already spelled (the versions of a model share most of them)."""
-        if not slots.size:
-            return ()
-        lacking = need[None, :] & ~self._host_bits[slots, : need.shape[0]]
+    ) -> Blockers:
+        """For each of a model's ``columns`` (offsets from ``start`` into ``need`` and the
+        pool's ``usable`` rows), the hosts of ``slots`` that cannot run it and what they lack;
+        the lacking rows are grouped into distinct patterns, spelled only when read."""
+        per_version, host_index = np.nonzero(~usable[:, columns].T)
+        bounds = np.searchsorted(per_version, np.arange(columns.size + 1)).tolist()
+        held = slots[host_index]
+        lacking = need[columns[per_version]] & ~self._host_bits[held, : need.shape[1]]
         patterns, which = _distinct_rows(lacking)
-        raw, size = patterns.tobytes(), patterns.shape[1] * 8
-        keys = [raw[i : i + size] for i in range(0, len(raw), size)]
-        new = [i for i, key in enumerate(keys) if key not in known]
-        if new:
-            known.update(zip([keys[i] for i in new], self._spell(patterns[new]), strict=True))
-        spelled = [known[key] for key in keys]
-        names = self._names
-        return tuple(
-            zip(
-                [names[s] for s in slots.tolist()],
-                [spelled[w] for w in which.tolist()],
-                strict=True,
-            )
+        return Blockers(
+            tuple(self.versions[start + int(c)] for c in columns),
+            bounds,
+            self._host_names()[held],
+            which,
+            patterns,
+            self._spell,
         )
+
+    def _host_names(self) -> npt.NDArray[np.object_]:
+        """Host names by slot, as an array (rebuilt after hosts come or go)."""
+        if self._name_array is None:
+            self._name_array = np.array(self._names, dtype=object)
+        return self._name_array
 
     def _spell(self, patterns: Words) -> list[tuple[str, ...]]:
         """Each row of words as its feature names, sorted."""

@@ -381,3 +381,55 @@ def test_missing_is_what_a_version_needs_beyond_the_host(q10: Catalog) -> None:
 def test_model_versions_are_a_models_columns_oldest_first(q10: Catalog) -> None:
     fleet = Fleet(q10, "kvm")
     assert fleet.model_versions("Haswell-noTSX") == tuple(f"Haswell-v{n}" for n in range(1, 5))
+
+
+def random_pool(catalog: Catalog, count: int, seed: int) -> Fleet:
+    """Hosts of a few generations, each missing random features (TSX often)."""
+    import random
+
+    rng = random.Random(seed)
+    bases = [capable_of(catalog, n) for n in ("Haswell-v4", "Cascadelake-Server-v5", "EPYC-v4")]
+    fleet = Fleet(catalog)
+    for i in range(count):
+        offers = set(rng.choice(bases))
+        offers -= {f for f in offers if rng.random() < 0.03}
+        if rng.random() < 0.3:
+            offers -= TSX
+        fleet.set_host(f"h{i}", frozenset(offers))
+    return fleet
+
+
+def test_every_blocked_pair_is_a_host_that_cannot_run_it_with_what_it_lacks(q10: Catalog) -> None:
+    fleet = random_pool(q10, 60, seed=5)
+    for model in ("Haswell", "Cascadelake-Server", "EPYC"):
+        answer = fleet.best(model)
+        versions = fleet.model_versions(model)
+        best_at = versions.index(answer.best) if answer.best else -1
+        assert [v for v, _ in answer.blocked] == list(reversed(versions[best_at + 1 :]))
+        for version, holders in answer.blocked:
+            column = fleet.versions.index(version)
+            runs = fleet.matrix()[:, column]
+            cannot = [h for h, ok in zip(fleet.hosts, runs, strict=True) if not ok]
+            assert [h for h, _ in holders] == cannot
+            assert all(missing == fleet.missing(h, version) for h, missing in holders)
+
+
+def test_blockers_give_hosts_and_pair_count_without_spelling_features(q10: Catalog) -> None:
+    fleet = random_pool(q10, 40, seed=7)
+    blocked = fleet.best("Cascadelake-Server").blocked
+    assert isinstance(blocked, fleet_module.Blockers)
+    assert blocked.pairs == sum(len(holders) for _v, holders in blocked)
+    assert [blocked.hosts(i) for i in range(len(blocked))] == [
+        tuple(h for h, _ in holders) for _v, holders in blocked
+    ]
+
+
+def test_held_back_lists_older_versions_some_hosts_of_the_pool_cannot_run(q10: Catalog) -> None:
+    fleet = Fleet(q10)
+    fleet.set_host("a", capable_of(q10, "Haswell-v4"))
+    fleet.set_host("b", capable_of(q10, "Haswell-v3"))
+    assert fleet.best("Haswell").best == "Haswell-v4"
+    assert fleet.held_back("Haswell") == (
+        ("Haswell-v3", (("a", ("hle", "rtm")),)),
+        ("Haswell-v1", (("a", ("hle", "rtm")),)),
+    )
