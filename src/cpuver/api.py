@@ -882,17 +882,23 @@ def add_host_files(
     store: HostStore,
     files: Sequence[str],
     pools: Sequence[str],
-    progress: Callable[[int, int, str], None] | None = None,
+    progress: Callable[[str, int, int, str], None] | None = None,
 ) -> list[HostRecord]:
     """Read each host snapshot (as :func:`read_host` does) and store it under its host name in
     ``pools``; a host added before is refreshed (its old snapshot stays in the history).
-    ``progress(done, total, host)`` is called after each one."""
-    added = []
+    Every file is read and checked before the first is stored, so a bad one stores nothing.
+    ``progress(verb, done, total, host)`` is called after each read ("read") and each store
+    ("added")."""
+    read = []
     for done, argument in enumerate(files, 1):
-        host = read_host(argument)
+        read.append(read_host(argument))
+        if progress is not None:
+            progress("read", done, len(files), read[-1].name)
+    added = []
+    for done, host in enumerate(read, 1):
         added.append(add_host(store, host, pools))
         if progress is not None:
-            progress(done, len(files), host.name)
+            progress("added", done, len(read), host.name)
     return added
 
 

@@ -77,8 +77,21 @@ def test_add_reports_progress_per_file_on_stderr(
     files = [snapshot_file(tmp_path, f"hv{i}", capable()) for i in (1, 2)]
     code, out, err = run(capsys, "fleet", "add", *files, "--pool", "rack3", *db)
     assert code == 0
-    assert err.splitlines() == ["added 1/2 hv1", "added 2/2 hv2"]
+    assert err.splitlines() == ["read 1/2 hv1", "read 2/2 hv2", "added 1/2 hv1", "added 2/2 hv2"]
     assert "2 host(s)" in out
+
+
+def test_add_with_one_bad_snapshot_stores_none_of_them(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, db: list[str]
+) -> None:
+    good = snapshot_file(tmp_path, "hv1", capable())
+    bad = tmp_path / "hv2.json"
+    bad.write_text('{"schema": "cpuver-host/2", "host": "hv2"')
+    code, _out, err = run(capsys, "fleet", "add", good, str(bad), "--pool", "rack3", *db)
+    assert code == 1
+    assert "hv2.json" in err
+    code, out, _err = run(capsys, "fleet", "ls", "--json", *db)
+    assert json.loads(out) == []
 
 
 def test_ls_lists_the_pool_hosts_and_json_has_their_pools(

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import Any
 
 from cpuver import api
+from cpuver.cli.progress import Progress
 from cpuver.errors import CpuverError
 
 MATRIX_RUNS, MATRIX_BLOCKED = "+", "."
@@ -75,12 +75,7 @@ def run(args: argparse.Namespace) -> int:
         return _pool(args)
     store = api.open_host_store(args.db)
     if args.fleet_command == "add":
-        many = len(args.files) > 1
-
-        def progress(done: int, total: int, host: str) -> None:
-            if many:
-                print(f"added {done}/{total} {host}", file=sys.stderr, flush=True)
-
+        progress = Progress().step if len(args.files) > 1 else None
         added = api.add_host_files(store, args.files, args.pool, progress)
         print(f"{len(added)} host(s) in pool(s) {', '.join(dict.fromkeys(args.pool))}")
         return 0
