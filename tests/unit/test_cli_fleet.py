@@ -304,3 +304,17 @@ def test_domain_targets_lists_the_hosts_a_guest_can_migrate_to(
     code, out, _err = run(capsys, "domain", "targets", "web1", *rack3)
     assert code == 0
     assert out.splitlines() == ["web1 can run on: hv1, hv2", "  not on hv3: lacks hle, rtm"]
+
+
+def test_pool_best_groups_hosts_that_lack_the_same_features(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, db: list[str]
+) -> None:
+    files = [snapshot_file(tmp_path, f"hv{i}", capable() - TSX) for i in range(1, 8)]
+    files.append(snapshot_file(tmp_path, "hv8", capable() - {"spec-ctrl"}))
+    run(capsys, "fleet", "add", *files, "--pool", "big", *db)
+    code, out, _err = run(capsys, "pool", "best", "Haswell", "--pool", "big", *db)
+    assert code == 0
+    assert (
+        "  Haswell-v3 blocked: hv1, hv2, hv3, hv4, hv5 and 2 more hosts lack hle, rtm; "
+        "hv8 lacks spec-ctrl"
+    ) in out.splitlines()

@@ -134,8 +134,24 @@ def _header(args: argparse.Namespace, fleet: Any) -> str:
     )
 
 
+NAMED_HOSTS = 5
+"""Hosts named per group of hosts lacking the same features; the rest are counted."""
+
+
 def _lacks(hosts: Any) -> str:
-    return "; ".join(f"{host} lacks {', '.join(missing)}" for host, missing in hosts)
+    """``hv3, hv7 lack hle, rtm; hv9 lacks spec-ctrl``: hosts grouped by what they lack, the
+    biggest group first, so a pool of thousands stays one readable line per version."""
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for host, missing in hosts:
+        groups.setdefault(missing, []).append(host)
+    parts = []
+    for missing, names in sorted(groups.items(), key=lambda item: -len(item[1])):
+        shown = ", ".join(names[:NAMED_HOSTS])
+        if len(names) > NAMED_HOSTS:
+            shown += f" and {len(names) - NAMED_HOSTS:,} more hosts"
+        verb = "lacks" if len(names) == 1 else "lack"
+        parts.append(f"{shown} {verb} {', '.join(missing)}")
+    return "; ".join(parts)
 
 
 def _pool(args: argparse.Namespace) -> int:
