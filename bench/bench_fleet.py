@@ -11,7 +11,8 @@ probability 30% (microcode updates), so pools are mixed and blocked lists are lo
   Python sets into bit rows, plus the matrix).
 * best-for-pool: ``fleet.best("Cascadelake-Server", pool)`` over a pool of 10,000 of those
   hosts, including the blocked lists (which host lacks what for each newer version, as arrays
-  that become Python tuples when read) <= 10 ms median; for information, also reading them all. For information: the same with ``explain=False`` (no blocked lists),
+  that become Python tuples when read) <= 10 ms median. For information: reading every
+  blocked pair as tuples too, the same with ``explain=False`` (no blocked lists),
   ``baseline(pool)`` (every model), and a rack-like pool of 10,000 hosts of one generation
   where only a few hosts hold newer versions back.
 * one host's snapshot changed: ``fleet.set_host(name, new offers)`` on the 100,000-host fleet,
