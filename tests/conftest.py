@@ -8,6 +8,7 @@ Fixtures
 Tests that use any of them are marked ``qemu`` automatically. A missing (or wrong) binary skips
 the test, except when ``CI=true``: then it fails, so CI never goes green without the oracle tests.
 Tests marked ``kvm`` are skipped when ``/dev/kvm`` is not usable (CI: they fail).
+``postgres`` (a throwaway PostgreSQL cluster) comes from ``postgres.py``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Callable
 
 import pytest
 
+from postgres import postgres  # noqa: F401  (fixture, for every test)
 from qemu_install import RELEASES, QemuInstall, find, kvm_available
 
 QEMU_FIXTURES = frozenset({"qemu72", "qemu100", "qemu_release", "qemu_binary"})

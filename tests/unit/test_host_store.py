@@ -1,6 +1,6 @@
 """cpuver.store.HostStore: hosts, snapshot history and pools, in SQLite and PostgreSQL.
 
-The ``url`` fixture (and the throwaway PostgreSQL cluster behind it) is the one of test_store.py:
+The ``url`` fixture (and the throwaway PostgreSQL cluster behind it) is tests/postgres.py's:
 every test that takes it runs once per database (``[postgresql]`` skips without PostgreSQL,
 except when ``CI=true``).
 """
@@ -12,7 +12,6 @@ from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import create_engine, inspect
-from test_store import postgres, url  # noqa: F401  (fixtures)
 
 from cpuver.errors import CpuverError
 from cpuver.store import (
@@ -23,6 +22,7 @@ from cpuver.store import (
     PoolRecord,
 )
 from cpuver.store.schema import HEAD, head_revision
+from postgres import url_fixture  # noqa: F401  (the url fixture)
 
 
 def snapshot(name: str, *features: str) -> str:
@@ -31,12 +31,12 @@ def snapshot(name: str, *features: str) -> str:
 
 
 @pytest.fixture
-def store(url: str) -> Iterator[HostStore]:  # noqa: F811
+def store(url: str) -> Iterator[HostStore]:
     with HostStore(url) as opened:
         yield opened
 
 
-def test_migration_head_is_r0003_and_creates_the_host_tables(url: str) -> None:  # noqa: F811
+def test_migration_head_is_r0003_and_creates_the_host_tables(url: str) -> None:
     assert head_revision() == HEAD == "r0003"
     HostStore(url).migrate()
     engine = create_engine(url)
@@ -118,7 +118,7 @@ def test_unknown_pool_raises_pool_not_found(store: HostStore) -> None:
         store.list("rack9")
 
 
-def test_hosts_and_guests_share_one_database(url: str) -> None:  # noqa: F811
+def test_hosts_and_guests_share_one_database(url: str) -> None:
     with HostStore(url) as hosts:
         hosts.add(snapshot("hv1"), "hv1", ["rack3"])
     with GuestStore(url) as guests:
@@ -127,7 +127,7 @@ def test_hosts_and_guests_share_one_database(url: str) -> None:  # noqa: F811
         assert [h.name for h in again.list()] == ["hv1"]
 
 
-def test_a_database_at_r0002_is_upgraded_to_hold_hosts(url: str) -> None:  # noqa: F811
+def test_a_database_at_r0002_is_upgraded_to_hold_hosts(url: str) -> None:
     from alembic import command
 
     from cpuver.store.schema import alembic_config
