@@ -1074,20 +1074,39 @@ def fleet_what_if(
     return WhatIf(changes, impacts, stranded)
 
 
+Targets = list[tuple[str, tuple[str, ...]]]
+"""Every host with the pinned features it lacks: an empty tuple means the guest can start on it
+or migrate to it."""
+
+
 def guest_targets(
     host_store: HostStore, guest_store: GuestStore, name: str, pool: str | None = None
-) -> list[tuple[str, tuple[str, ...]]]:
-    """Every host (of ``pool``, when given) with the pinned features of guest ``name`` it lacks:
-    an empty tuple means the guest can start on it or migrate to it."""
+) -> Targets:
+    """Every host (of ``pool``, when given) with the pinned features of guest ``name`` it lacks."""
+    return _targets(get_guest(guest_store, name), _stored_hosts(host_store, pool))
+
+
+def every_guest_targets(
+    host_store: HostStore, guest_store: GuestStore, pool: str | None = None
+) -> list[tuple[Guest, Targets]]:
+    """:func:`guest_targets` of every stored guest, reading each host snapshot once."""
+    hosts = _stored_hosts(host_store, pool)
+    return [(guest, _targets(guest, hosts)) for guest in map(_guest, guest_store.list())]
+
+
+def _stored_hosts(host_store: HostStore, pool: str | None) -> list[HostCapabilities]:
+    return [stored_host(record) for record in host_store.list(pool)]
+
+
+def _targets(guest: Guest, hosts: Sequence[HostCapabilities]) -> Targets:
     from cpuver.domain import DomainError
     from cpuver.domain.pinning import missing_on
 
-    pin_ = get_guest(guest_store, name).pin
-    out: list[tuple[str, tuple[str, ...]]] = []
-    for record in host_store.list(pool):
+    out: Targets = []
+    for host in hosts:
         try:
-            missing = missing_on(pin_, stored_host(record))
+            missing = missing_on(guest.pin, host)
         except DomainError:
-            missing = (f"(no {pin_.accel} capabilities)",)
-        out.append((record.name, missing))
+            missing = (f"(no {guest.pin.accel} capabilities)",)
+        out.append((host.name, missing))
     return out

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from cpuver.api import open_catalog
+from cpuver.api import guest_transition, open_catalog, open_store
 from cpuver.host.capabilities import HostCapabilities
 from cpuver.web import create_app
 
@@ -86,6 +86,31 @@ def test_resolve_with_a_host_snapshot_picks_the_best_version_it_runs(client: Tes
     [result] = response.json()
     assert result["accel"] == "kvm"
     assert not TSX & set(result["features"])
+
+
+def test_resolving_twice_with_one_snapshot_gives_the_same_answer(client: TestClient) -> None:
+    body = {"specs": ["Haswell,version=best"], "qemu": "10.0", "host": snapshot("hv1", capable())}
+    first = client.post("/api/resolve", json=body)
+    again = client.post("/api/resolve", json={**body, "host": dict(reversed(body["host"].items()))})
+    assert first.status_code == again.status_code == 200
+    assert first.json() == again.json()
+
+
+def test_resolve_with_another_snapshot_of_the_same_host_uses_the_new_one(
+    client: TestClient,
+) -> None:
+    body = {"specs": ["Cooperlake,version=best"], "qemu": "10.0"}
+    with_tsx = client.post("/api/resolve", json={**body, "host": snapshot("hv1", capable())})
+    without = client.post("/api/resolve", json={**body, "host": snapshot("hv1", capable() - TSX)})
+    assert with_tsx.json()[0]["name"] == "Cooperlake-v2"
+    assert without.status_code == 409  # every Cooperlake version needs TSX
+
+
+def test_snapshot_holding_a_number_beyond_64_bits_is_still_resolved(client: TestClient) -> None:
+    host = {**snapshot("hv1", capable()), "probed": 2**70}  # too big for the fast JSON encoder
+    response = client.post("/api/resolve", json={"specs": ["Haswell-v2"], "host": host})
+    assert response.status_code == 200, response.text
+    assert response.json()[0]["name"] == "Haswell-v2"
 
 
 def test_bad_spec_is_400_naming_the_position(client: TestClient) -> None:
@@ -215,6 +240,238 @@ def test_guests_list_is_empty_on_a_new_store(client: TestClient) -> None:
     assert client.get("/api/guests").json() == []
 
 
+def guest(name: str, cpu: str, **fields: str) -> str:
+    """A guest definition as JSON text (the ``definition`` field of ``POST /api/guests``)."""
+    return json.dumps({"name": name, "cpu": cpu, **fields})
+
+
+def add_rack3(client: TestClient) -> None:
+    for name, offers in (("hv1", capable()), ("hv3", capable() - TSX)):
+        response = client.post(
+            "/api/hosts", json=snapshot(name, offers), params={"pool": "rack3"}, headers=AUTH
+        )
+        assert response.status_code == 201, response.text
+
+
+def define(client: TestClient, name: str, cpu: str, **body: Any) -> Any:
+    """Define a guest through the service (kvm, QEMU 10.0 unless ``body`` says otherwise)."""
+    request = {"definition": guest(name, cpu), "qemu": "10.0", "accel": "kvm", **body}
+    response = client.post("/api/guests", json=request, headers=AUTH)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def test_defined_guest_is_201_with_the_shape_get_returns(client: TestClient) -> None:
+    created = define(client, "web1", "Haswell-v2")
+    assert created["pin"]["name"] == "Haswell-v2"
+    assert (created["state"], created["generation"]) == ("shutoff", 1)
+    assert client.get("/api/guests/web1").json() == created
+    assert [g["name"] for g in client.get("/api/guests").json()] == ["web1"]
+
+
+def test_guest_defined_from_libvirt_xml_pins_its_model_and_features(client: TestClient) -> None:
+    xml = """<domain type='kvm'><name>web1</name>
+      <os><type arch='x86_64' machine='pc-q35-10.0'>hvm</type></os>
+      <cpu mode='custom' match='exact'><model fallback='forbid'>Haswell</model>
+        <feature policy='disable' name='hle'/></cpu></domain>"""
+    body = {"definition": xml, "qemu": "10.0", "accel": "tcg"}
+    response = client.post("/api/guests", json=body, headers=AUTH)
+    assert response.status_code == 201, response.text
+    pin = response.json()["pin"]
+    assert (pin["model"], pin["machine"]) == ("Haswell", "pc-q35-10.0")
+    assert "hle" in pin["features"]["off"]
+
+
+def test_guest_defined_from_toml_when_the_format_says_so(client: TestClient) -> None:
+    body = {"definition": 'name = "web1"\ncpu = "Haswell-v1"\n', "format": "toml",
+            "qemu": "10.0", "accel": "kvm"}  # fmt: skip
+    response = client.post("/api/guests", json=body, headers=AUTH)
+    assert response.status_code == 201, response.text
+    assert response.json()["pin"]["name"] == "Haswell-v1"
+
+
+def test_version_best_for_a_host_snapshot_is_what_that_host_runs(client: TestClient) -> None:
+    created = define(client, "web1", "Cooperlake,version=best", host=snapshot("hv1", capable()))
+    assert created["pin"]["name"] == "Cooperlake-v2"
+
+
+def test_version_best_for_a_pool_is_what_every_host_of_it_runs(client: TestClient) -> None:
+    add_rack3(client)
+    body = {"definition": guest("web1", "Cooperlake,version=best"), "pool": "rack3",
+            "qemu": "10.0"}  # fmt: skip
+    response = client.post("/api/guests", json=body, headers=AUTH)
+    assert response.status_code == 409  # hv3 has no TSX, every Cooperlake version needs it
+    assert response.json()["blockers"]["Cooperlake-v2"] == ["hle", "rtm"]
+    assert client.get("/api/guests").json() == []
+
+
+def test_defining_a_taken_name_is_409_and_the_first_guest_stays(client: TestClient) -> None:
+    first = define(client, "web1", "Haswell-v2")
+    body = {"definition": guest("web1", "Haswell-v4"), "qemu": "10.0", "accel": "kvm"}
+    response = client.post("/api/guests", json=body, headers=AUTH)
+    assert response.status_code == 409
+    assert response.json() == {"error": "a guest named 'web1' already exists"}
+    assert client.get("/api/guests/web1").json() == first
+
+
+def test_define_without_token_header_is_401(client: TestClient) -> None:
+    response = client.post("/api/guests", json={"definition": guest("web1", "Haswell-v2")})
+    assert response.status_code == 401
+    assert client.get("/api/guests").json() == []
+
+
+def test_define_is_403_when_the_server_has_no_token(db_url: str) -> None:
+    client = TestClient(create_app(db_url, None))
+    body = {"definition": guest("web1", "Haswell-v2")}
+    assert client.post("/api/guests", json=body, headers=AUTH).status_code == 403
+
+
+def test_define_without_a_definition_is_422_naming_the_field(client: TestClient) -> None:
+    response = client.post("/api/guests", json={"qemu": "10.0"}, headers=AUTH)
+    assert response.status_code == 422
+    assert response.json() == {"error": "body.definition: Field required"}
+
+
+def test_define_for_a_pool_and_a_host_at_once_is_422(client: TestClient) -> None:
+    body = {
+        "definition": guest("web1", "Haswell"),
+        "pool": "rack3",
+        "host": snapshot("hv1", capable()),
+    }
+    response = client.post("/api/guests", json=body, headers=AUTH)
+    assert response.status_code == 422
+    assert "pool or host" in response.json()["error"]
+
+
+def test_define_of_an_unknown_format_is_422(client: TestClient) -> None:
+    body = {"definition": guest("web1", "Haswell"), "format": "yaml"}
+    response = client.post("/api/guests", json=body, headers=AUTH)
+    assert response.status_code == 422
+    assert response.json()["error"].startswith("body.format:")
+
+
+def test_bad_spec_inside_a_definition_is_400_naming_the_position(client: TestClient) -> None:
+    body = {"definition": guest("web1", "Haswell,,+avx"), "accel": "tcg"}
+    response = client.post("/api/guests", json=body, headers=AUTH)
+    assert response.status_code == 400
+    data = response.json()
+    assert data["error"] == "definition: cpu: empty item (at position 8 of 'Haswell,,+avx')"
+    assert (data["spec"], data["position"]) == ("Haswell,,+avx", 8)
+
+
+def test_malformed_definition_text_is_400_saying_where(client: TestClient) -> None:
+    body = {"definition": '{"name": "web1", "cpu": ', "format": "json"}
+    response = client.post("/api/guests", json=body, headers=AUTH)
+    assert response.status_code == 400
+    assert response.json()["error"].startswith("definition.json: line 1, column 25: malformed JSON")
+
+
+def test_define_for_an_unknown_pool_is_404(client: TestClient) -> None:
+    body = {"definition": guest("web1", "Haswell,version=best"), "pool": "rack9"}
+    response = client.post("/api/guests", json=body, headers=AUTH)
+    assert response.status_code == 404
+    assert response.json() == {"error": "no pool named 'rack9'"}
+
+
+def test_targets_are_the_hosts_of_the_pool_that_run_the_pin(client: TestClient) -> None:
+    add_rack3(client)
+    define(client, "web1", "Haswell-v3")  # needs TSX: hv3 has none
+    response = client.get("/api/guests/web1/targets", params={"pool": "rack3"})
+    assert response.status_code == 200, response.text
+    assert response.json() == {
+        "guest": "web1",
+        "targets": ["hv1"],
+        "blocked": {"hv3": ["hle", "rtm"]},
+    }
+
+
+def test_targets_of_an_unknown_guest_are_404(client: TestClient) -> None:
+    response = client.get("/api/guests/web9/targets")
+    assert response.status_code == 404
+    assert response.json() == {"error": "no guest named 'web9'"}
+
+
+def test_update_cpu_of_a_shut_off_guest_applies_at_once(client: TestClient) -> None:
+    define(client, "web1", "Cooperlake-v1")
+    body = {"to": "v2", "qemu": "10.0"}
+    response = client.post("/api/guests/web1/update-cpu", json=body, headers=AUTH)
+    assert response.status_code == 200, response.text
+    data = response.json()
+    assert data["changes"][0] == "Cooperlake-v1 -> Cooperlake-v2"
+    assert (data["applied"], data["pending"]) == (True, False)
+    assert data["guest"] == client.get("/api/guests/web1").json()
+    assert (data["guest"]["pin"]["name"], data["guest"]["generation"]) == ("Cooperlake-v2", 2)
+
+
+def test_update_cpu_dry_run_shows_the_changes_and_keeps_the_pin(client: TestClient) -> None:
+    define(client, "web1", "Haswell-v3")
+    body = {"to": "latest", "qemu": "10.0", "dry_run": True}
+    response = client.post("/api/guests/web1/update-cpu", json=body, headers=AUTH)
+    assert response.status_code == 200, response.text
+    data = response.json()
+    assert "Haswell-v3 -> Haswell-v4" in data["changes"]
+    assert (data["applied"], data["identity_changed"]) == (False, True)
+    assert client.get("/api/guests/web1").json()["pin"]["name"] == "Haswell-v3"
+
+
+def test_update_cpu_changing_the_identity_needs_it_accepted(client: TestClient) -> None:
+    define(client, "web1", "Haswell-v3")
+    refused = client.post(
+        "/api/guests/web1/update-cpu", json={"to": "latest", "qemu": "10.0"}, headers=AUTH
+    )
+    assert refused.status_code == 400
+    assert "accept the signature change" in refused.json()["error"]
+    body = {"to": "latest", "qemu": "10.0", "accept_signature_change": True}
+    accepted = client.post("/api/guests/web1/update-cpu", json=body, headers=AUTH)
+    assert accepted.status_code == 200, accepted.text
+    assert accepted.json()["guest"]["pin"]["name"] == "Haswell-v4"
+
+
+def test_update_cpu_to_best_for_a_pool_is_what_every_host_runs(client: TestClient) -> None:
+    add_rack3(client)
+    define(client, "web1", "Cooperlake-v1", host=snapshot("hv1", capable()))
+    body = {"to": "best", "pool": "rack3", "qemu": "10.0"}
+    response = client.post("/api/guests/web1/update-cpu", json=body, headers=AUTH)
+    assert response.status_code == 409
+    assert response.json()["blockers"]["Cooperlake-v2"] == ["hle", "rtm"]
+
+
+def test_update_cpu_while_an_update_is_pending_is_409(client: TestClient, db_url: str) -> None:
+    define(client, "web1", "Cooperlake-v1")
+    with open_store(db_url) as store:  # the guest runs: its update waits for a cold boot
+        guest_transition(store, "web1", "start", host=HostCapabilities("hv1", {"kvm": capable()}))
+    first = client.post(
+        "/api/guests/web1/update-cpu", json={"to": "v2", "qemu": "10.0"}, headers=AUTH
+    )
+    assert first.status_code == 200, first.text
+    assert first.json()["pending"] is True
+    again = client.post(
+        "/api/guests/web1/update-cpu", json={"to": "v2", "qemu": "10.0"}, headers=AUTH
+    )
+    assert again.status_code == 409
+    assert "already has a pending CPU update to Cooperlake-v2" in again.json()["error"]
+
+
+def test_update_cpu_without_token_header_is_401(client: TestClient) -> None:
+    define(client, "web1", "Haswell-v1")
+    response = client.post("/api/guests/web1/update-cpu", json={"to": "v2"})
+    assert response.status_code == 401
+    assert client.get("/api/guests/web1").json()["pin"]["name"] == "Haswell-v1"
+
+
+def test_update_cpu_without_a_target_version_is_422(client: TestClient) -> None:
+    define(client, "web1", "Haswell-v1")
+    response = client.post("/api/guests/web1/update-cpu", json={}, headers=AUTH)
+    assert response.status_code == 422
+    assert response.json() == {"error": "body.to: Field required"}
+
+
+def test_update_cpu_of_an_unknown_guest_is_404(client: TestClient) -> None:
+    response = client.post("/api/guests/web9/update-cpu", json={"to": "v2"}, headers=AUTH)
+    assert response.status_code == 404
+    assert response.json() == {"error": "no guest named 'web9'"}
+
+
 def test_unknown_route_is_404_with_an_error_field(client: TestClient) -> None:
     response = client.get("/api/nothing")
     assert response.status_code == 404
@@ -232,6 +489,8 @@ def test_openapi_lists_every_path(client: TestClient) -> None:
         "/api/pools/{pool}/matrix",
         "/api/guests",
         "/api/guests/{name}",
+        "/api/guests/{name}/targets",
+        "/api/guests/{name}/update-cpu",
     }
 
 

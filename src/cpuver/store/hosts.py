@@ -20,10 +20,14 @@ from typing import Any
 
 from sqlalchemy import Connection, delete, func, insert, select, update
 from sqlalchemy.engine import Row
+from sqlalchemy.exc import IntegrityError
 
 from cpuver.store import StoreError
 from cpuver.store.repository import GuestStore, _now, _utc
 from cpuver.store.tables import host_snapshots, hosts, pool_members, pools
+
+ADD_ATTEMPTS = 3
+"""Tries of :meth:`HostStore.add` when a concurrent writer inserts the same host or pool first."""
 
 
 class HostNotFound(StoreError, LookupError):
@@ -97,7 +101,22 @@ class HostStore:
     def add(self, snapshot_json: str, host_name: str, pools: Sequence[str] = ()) -> HostRecord:
         """Store ``host_name`` with ``snapshot_json`` and put it into ``pools`` (created when
         new). A known host is refreshed: the snapshot becomes its current one (the old ones stay
-        in :meth:`history`) and it joins ``pools`` besides the pools it is in already."""
+        in :meth:`history`) and it joins ``pools`` besides the pools it is in already.
+
+        Two writers adding the same new host (or pool, or membership) at once both succeed: the
+        one whose insert loses (PostgreSQL: a unique violation; nothing of it is written) tries
+        again and then finds the row, as if it had come second.
+        """
+        attempt = 1
+        while True:
+            try:
+                return self._add(snapshot_json, host_name, pools)
+            except StoreError as err:
+                if not isinstance(err.__cause__, IntegrityError) or attempt == ADD_ATTEMPTS:
+                    raise
+                attempt += 1
+
+    def _add(self, snapshot_json: str, host_name: str, pools: Sequence[str]) -> HostRecord:
         now = _now()
         with self._db._transaction(write=True) as conn:
             row = conn.execute(select(hosts.c.id).where(hosts.c.name == host_name)).one_or_none()

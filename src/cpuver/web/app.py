@@ -3,28 +3,45 @@
 Routes only translate HTTP to :mod:`cpuver.api` calls and back; every answer has the shape of the
 matching ``cpuver ... --json`` output. Errors a client causes become a 4xx with
 ``{"error": "<one line>"}``: unknown names (model, guest, pool, host ...) 404, bad specs 400 with
-the position, malformed bodies 422, other cpuver errors 400.
+the position, malformed bodies 422, writes that lose to another writer (a guest name taken, a
+guest changed since it was read, a CPU update already pending) 409, other cpuver errors 400.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import json
+import os
+import socket
+import sys
 import threading
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Annotated, Any, Literal
 
+import orjson
+import uvicorn
 from fastapi import Body, Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from cpuver import api
+from cpuver.catalog import Catalog
+from cpuver.domain import IllegalTransition, UpdateConflict
 from cpuver.errors import CpuverError, InvalidSpec, NotRunnable
 from cpuver.host.capabilities import HostCapabilities, from_json
 from cpuver.resolve import Resolver
+from cpuver.store import ConcurrentUpdate, GuestExists
+from cpuver.web.dashboard import add_dashboard
 
 Accel = Literal["kvm", "tcg"]
+WORKER_SETTINGS_ENV = "CPUVER_SERVE_WORKER_SETTINGS"
+RESOLVERS_KEPT = 256
+"""Resolvers kept for resolve requests (per QEMU release, machine, accelerator, host snapshot)."""
 NO_TOKEN = (
     "writes are disabled: the server has no token configured "
     "(start it with --token-file FILE or CPUVER_TOKEN set)"
@@ -37,6 +54,57 @@ class ResolveRequest(BaseModel):
     machine: str | None = Field(None, description="machine type (default: newest pc-q35)")
     accel: Accel | None = Field(None, description="default: the host's only one, else kvm/tcg")
     host: dict[str, Any] | None = Field(None, description="a host snapshot (cpuver host probe)")
+
+
+class DefineGuestRequest(BaseModel):
+    definition: str = Field(
+        min_length=1,
+        description='libvirt domain XML, or guest JSON/TOML: {"name", "machine", "cpu"}',
+    )
+    format: Literal["xml", "json", "toml"] | None = Field(
+        None, description="how to read the definition (default: told from the text)"
+    )
+    pool: str | None = Field(
+        None, description="resolve version=best for every host of this pool (migration-safe)"
+    )
+    host: dict[str, Any] | None = Field(
+        None, description="resolve version=best for this host snapshot (cpuver host probe)"
+    )
+    qemu: str | None = Field(None, description="QEMU release X.Y (default: the newest bundled)")
+    machine: str | None = Field(None, description="machine type (default: the definition's)")
+    accel: Accel | None = Field(None, description="default: the host's only one, else kvm/tcg")
+
+    @model_validator(mode="after")
+    def _one_target(self) -> DefineGuestRequest:
+        if self.pool is not None and self.host is not None:
+            raise ValueError("give pool or host for version=best, not both")
+        return self
+
+
+class UpdateCpuRequest(BaseModel):
+    to: str = Field(min_length=1, description="best, latest or a version (v4)")
+    pool: str | None = Field(
+        None, description="resolve version=best for every host of this pool (migration-safe)"
+    )
+    host: dict[str, Any] | None = Field(
+        None, description="resolve version=best for this host snapshot (cpuver host probe)"
+    )
+    qemu: str | None = Field(None, description="QEMU release X.Y (default: the newest bundled)")
+    accept_signature_change: bool = Field(
+        False, description="allow a change of vendor, family, model, stepping or model-id"
+    )
+    dry_run: bool = Field(False, description="only show what would change")
+
+    @model_validator(mode="after")
+    def _one_target(self) -> UpdateCpuRequest:
+        if self.pool is not None and self.host is not None:
+            raise ValueError("give pool or host for version=best, not both")
+        return self
+
+
+# A write that lost to another writer, or that the guest's current state refuses: retrying after
+# reading the guest again may succeed, so the client is told it is a conflict, not a bad request.
+CONFLICTS = (GuestExists, ConcurrentUpdate, UpdateConflict, IllegalTransition)
 
 
 class ApiError(CpuverError):
@@ -59,9 +127,14 @@ def _error(status: int, message: str, **extra: Any) -> JSONResponse:
 def _cpuver_error(_request: Request, err: Exception) -> JSONResponse:
     if isinstance(err, ApiError):
         return _error(err.status, str(err))
-    if isinstance(err, InvalidSpec):
-        message = f"{err.message} (at position {err.start} of {err.text!r})"
-        return _error(400, message, spec=err.text, position=err.start, end=err.end)
+    # a bad spec, given directly or inside a guest definition (then the error names where)
+    bad_spec = err if isinstance(err, InvalidSpec) else err.__cause__
+    if isinstance(bad_spec, InvalidSpec):
+        where = f"{bad_spec.message} (at position {bad_spec.start} of {bad_spec.text!r})"
+        message = str(err).replace(str(bad_spec), where)
+        return _error(400, message, spec=bad_spec.text, position=bad_spec.start, end=bad_spec.end)
+    if isinstance(err, CONFLICTS):
+        return _error(409, _one_line(str(err)))
     if isinstance(err, NotRunnable):
         blockers = {name: list(missing) for name, missing in err.blockers.items()}
         message = f"no version of {err.spec!r} can run on this host"
@@ -97,11 +170,49 @@ def _read_host(data: dict[str, Any] | None, source: str) -> HostCapabilities | N
     return from_json(data, source) if data is not None else None
 
 
+def _definition_source(text: str, given: str | None) -> str:
+    """A name for the definition whose suffix tells :func:`api.define_guest_text` how to read
+    it (XML is recognised here: only the XML reader maps libvirt's model names)."""
+    kind = given or ("xml" if text.lstrip().startswith("<") else None)
+    return f"definition.{kind}" if kind else "definition"
+
+
 def _resolver(
     qemu: str | None, machine: str | None, accel: str | None, host: HostCapabilities | None
 ) -> Resolver:
     catalog = api.open_catalog(qemu)
     return Resolver(catalog, machine, api.pick_accel(accel, host), host)
+
+
+class _Snapshot:
+    """A request's host snapshot that hashes and compares as its canonical JSON (sorted keys),
+    so identical snapshots find one cache entry, and keeps the data to read on a miss."""
+
+    __slots__ = ("data", "key")
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.data = data
+        try:
+            self.key = orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
+        except orjson.JSONEncodeError:  # integers beyond 64 bits: the slower encoder takes them
+            self.key = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+
+    def __hash__(self) -> int:
+        return hash(self.key)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Snapshot) and other.key == self.key
+
+
+@lru_cache(maxsize=RESOLVERS_KEPT)
+def _request_resolver(
+    qemu: str | None, machine: str | None, accel: str | None, snapshot: _Snapshot | None
+) -> Resolver:
+    """The resolver for a resolve request, kept per snapshot: reading a probed host's snapshot
+    and setting up a resolver cost more than resolving, and clients send the same few
+    snapshots again and again. Only an identical snapshot hits."""
+    host = _read_host(snapshot.data, "request host") if snapshot is not None else None
+    return _resolver(qemu, machine, accel, host)
 
 
 def _host_row(record: Any) -> dict[str, Any]:
@@ -145,6 +256,8 @@ def create_app(db_url: str | None, token: str | None) -> FastAPI:
     def guests() -> Any:
         return store("guests", api.open_store)
 
+    add_dashboard(app, hosts, guests)
+
     def writer(authorization: Annotated[str | None, Header()] = None) -> None:
         if token is None:
             raise ApiError(403, NO_TOKEN)
@@ -154,6 +267,15 @@ def create_app(db_url: str | None, token: str | None) -> FastAPI:
         if not hmac.compare_digest(given.strip().encode(), token.encode()):
             raise ApiError(401, "wrong token")
 
+    def best_for(
+        snapshot: dict[str, Any] | None, pool: str | None, catalog: Catalog, accel: str
+    ) -> HostCapabilities | None:
+        """What version=best is resolved for: every host of ``pool`` at once, else the snapshot
+        given, else nothing (the catalog's own answer)."""
+        if pool is not None:
+            return api.pool_host(hosts(), pool, catalog, accel)
+        return _read_host(snapshot, "request host")
+
     @app.get("/api/models", tags=["catalog"])
     def models(
         qemu: str | None = None, machine: str | None = None, accel: Accel | None = None
@@ -161,12 +283,15 @@ def create_app(db_url: str | None, token: str | None) -> FastAPI:
         """Every CPU model name, shaped like QEMU's ``query-cpu-definitions``."""
         return api.definitions_json(_resolver(qemu, machine, accel, None))
 
-    @app.post("/api/resolve", tags=["catalog"])
-    def resolve(request: ResolveRequest) -> list[dict[str, Any]]:
+    @app.post("/api/resolve", tags=["catalog"], response_model=list[dict[str, Any]])
+    async def resolve(request: ResolveRequest) -> Response:
         """Each spec resolved to an exact definition, in the order given."""
-        host = _read_host(request.host, "request host")
-        resolver = _resolver(request.qemu, request.machine, request.accel, host)
-        return [api.resolution_json(resolver.resolve(spec)) for spec in request.specs]
+        # async and answered as ready JSON: resolving takes microseconds, so a worker thread
+        # and FastAPI's re-encoding of the answer would cost more than the work itself
+        snapshot = _Snapshot(request.host) if request.host is not None else None
+        resolver = _request_resolver(request.qemu, request.machine, request.accel, snapshot)
+        answer = [api.resolution_json(resolver.resolve(spec)) for spec in request.specs]
+        return Response(orjson.dumps(answer), media_type="application/json")
 
     @app.get("/api/hosts", tags=["fleet"])
     def list_hosts(pool: str | None = None) -> list[dict[str, Any]]:
@@ -254,11 +379,103 @@ def create_app(db_url: str | None, token: str | None) -> FastAPI:
         """One guest: state, host, the full pin (and a pending CPU update)."""
         return api.get_guest(guests(), name).to_json()
 
+    @app.post("/api/guests", status_code=201, tags=["guests"], dependencies=[Depends(writer)])
+    def define_guest(request: DefineGuestRequest) -> dict[str, Any]:
+        """Resolve a guest definition's CPU once and store the pinned guest (as ``cpuver domain
+        define``); the answer is the guest as ``GET /api/guests/{name}`` shows it. A taken name
+        is 409. Needs the bearer token."""
+        catalog = api.open_catalog(request.qemu)
+        host = best_for(request.host, request.pool, catalog, request.accel or "kvm")
+        guest = api.define_guest_text(
+            guests(), request.definition, _definition_source(request.definition, request.format),
+            catalog, api.pick_accel(request.accel, host), host, request.machine,
+        )  # fmt: skip
+        return guest.to_json()
+
+    @app.get("/api/guests/{name}/targets", tags=["guests"])
+    def guest_targets(name: str, pool: str | None = None) -> dict[str, Any]:
+        """Hosts (of ``pool``, when given) the guest's pinned CPU runs on, and what each other
+        host lacks (as ``cpuver fleet targets --json``)."""
+        found = api.guest_targets(hosts(), guests(), name, pool)
+        return {
+            "guest": name,
+            "targets": [host for host, missing in found if not missing],
+            "blocked": {host: list(missing) for host, missing in found if missing},
+        }
+
+    @app.post("/api/guests/{name}/update-cpu", tags=["guests"], dependencies=[Depends(writer)])
+    def update_guest_cpu(name: str, request: UpdateCpuRequest) -> dict[str, Any]:
+        """Move the guest's pin to another version of its model (as ``cpuver domain
+        update-cpu``): at once when shut off, else pending until its next cold boot. A guest
+        changed by someone else meanwhile, or with an update pending already, is 409. Needs the
+        bearer token."""
+        catalog = api.open_catalog(request.qemu)
+        accel = api.get_guest(guests(), name).pin.accel
+        host = best_for(request.host, request.pool, catalog, accel)
+        # a dry run shows the diff even when applying it would need accept_signature_change
+        accept = request.accept_signature_change or request.dry_run
+        guest, diff = api.update_guest_cpu(
+            guests(), name, catalog, request.to, host, accept, request.dry_run
+        )
+        return {
+            "guest": guest.to_json(),
+            "changes": diff.lines(),
+            "applied": diff.applied,
+            "pending": diff.pending,
+            "identity_changed": diff.identity_changed,
+            "dry_run": request.dry_run,
+        }
+
     return app
 
 
-def serve(host: str, port: int, db_url: str | None, token: str | None) -> None:
-    """Run the service with uvicorn until interrupted."""
-    import uvicorn
+def serve(
+    host: str,
+    port: int,
+    db_url: str | None,
+    token: str | None,
+    workers: int = 1,
+    access_log: bool = True,
+) -> None:
+    """Run the service with uvicorn (``workers`` processes on one socket, a line per request
+    on stdout when ``access_log``) until interrupted.
 
-    uvicorn.run(create_app(db_url, token), host=host, port=port, log_level="info")
+    The store's schema is created or upgraded here, once, before any request: a database that
+    cannot be opened stops the server at once, and workers never migrate it.
+    """
+    with api.open_store(db_url) as store:
+        if store.migrate():
+            print(
+                "cpuver serve: migrated the store's schema to the newest revision", file=sys.stderr
+            )
+    # asyncio's own event loop: under uvloop, about 1% of the requests of a saturated server
+    # waited 0.2-1 s (bench/service_load.py); under asyncio none did
+    options: dict[str, Any] = dict(
+        host=host, port=port, log_level="info", access_log=access_log, http=NoDelayHttp,
+        loop="asyncio",
+    )  # fmt: skip
+    if workers == 1:
+        uvicorn.run(create_app(db_url, token), **options)
+        return
+    # worker processes import the app by name, so its settings travel in their environment
+    os.environ[WORKER_SETTINGS_ENV] = json.dumps({"db_url": db_url, "token": token})
+    uvicorn.run(f"{__name__}:{worker_app.__name__}", factory=True, workers=workers, **options)
+
+
+class NoDelayHttp(HttpToolsProtocol):
+    """uvicorn's httptools protocol with Nagle's algorithm off on every connection. asyncio
+    turns it off itself only on sockets that name TCP as their protocol, and the socket uvicorn
+    binds for its workers does not: each keep-alive answer then waited ~40 ms for the client's
+    delayed ACK."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        super().connection_made(transport)
+
+
+def worker_app() -> FastAPI:
+    """The app of one ``serve`` worker process, with the settings the parent handed over."""
+    settings = json.loads(os.environ[WORKER_SETTINGS_ENV])
+    return create_app(settings["db_url"], settings["token"])
