@@ -95,12 +95,16 @@ class QemuError(CpuverError):
 class NotRunnable(CpuverError):
     """No candidate version of a model can run on the given host.
 
-    ``blockers`` maps each rejected version name to the features the host lacks.
+    ``blockers`` maps each rejected version name to the features the host lacks; ``where``
+    names the host ("host hv1", "pool rack3 (3 hosts)").
     """
 
-    def __init__(self, spec: str, blockers: Mapping[str, Sequence[str]]) -> None:
+    def __init__(
+        self, spec: str, blockers: Mapping[str, Sequence[str]], where: str = "this host"
+    ) -> None:
         self.spec = spec
+        self.where = where
         self.blockers = {name: tuple(feats) for name, feats in blockers.items()}
-        lines = [f"no version of {spec!r} can run on this host:"]
+        lines = [f"no version of {spec!r} can run on {where}:"]
         lines += [f"  {name}: missing {', '.join(feats)}" for name, feats in self.blockers.items()]
         super().__init__("\n".join(lines))

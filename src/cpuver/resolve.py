@@ -102,6 +102,14 @@ class Resolver:
         self.host_vendor = host.vendor if host else None
         self._unavailable: dict[str, tuple[str, ...]] = {}
 
+    def _where(self) -> str:
+        """The host answers are for, as errors name it."""
+        if self.host is None:
+            return f"{self.accel.upper()} (the catalog's own offers)"
+        if self.host.source.startswith("pool "):
+            return self.host.source
+        return f"host {self.host.name}"
+
     def resolve(self, text: str) -> Resolution:
         spec = _parse(text)
         ref = self.catalog.lookup(spec.name)
@@ -121,7 +129,7 @@ class Resolver:
         definition = choice.start.apply(user)
         missing = self.blockers(definition)
         if spec.enforce and missing:
-            raise NotRunnable(text, {choice.name: missing})
+            raise NotRunnable(text, {choice.name: missing}, self._where())
         return self._answer(
             text,
             spec,
@@ -245,7 +253,7 @@ class Resolver:
         rejected = [(version.name, missing) for version, _d, missing in tried if missing]
         runnable = [(version, definition) for version, definition, missing in tried if not missing]
         if not runnable:
-            raise NotRunnable(text, dict(rejected))
+            raise NotRunnable(text, dict(rejected), self._where())
         version, definition = runnable[0]
         newer = ref.model.latest.number - version.number
         reason = (

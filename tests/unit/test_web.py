@@ -149,7 +149,7 @@ def test_resolve_when_no_version_runs_on_the_host_is_409_with_blockers(client: T
     response = client.post("/api/resolve", json=body)
     assert response.status_code == 409
     data = response.json()
-    assert data["error"] == "no version of 'Haswell,version=best' can run on this host"
+    assert data["error"] == "no version of 'Haswell,version=best' can run on host tiny"
     assert "avx2" in data["blockers"]["Haswell-v4"]
 
 

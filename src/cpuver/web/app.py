@@ -137,7 +137,7 @@ def _cpuver_error(_request: Request, err: Exception) -> JSONResponse:
         return _error(409, _one_line(str(err)))
     if isinstance(err, NotRunnable):
         blockers = {name: list(missing) for name, missing in err.blockers.items()}
-        message = f"no version of {err.spec!r} can run on this host"
+        message = f"no version of {err.spec!r} can run on {err.where}"
         return _error(409, message, blockers=blockers)
     if isinstance(err, LookupError):
         return _error(404, _one_line(str(err)))
