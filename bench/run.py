@@ -24,6 +24,7 @@ import bench_define
 import bench_fleet
 import bench_probe
 import bench_resolve
+import bench_service
 import bench_usability
 from common import RESULTS, Result, qemu_10_0
 from cpuver.host.qemu import QemuInstall
@@ -56,6 +57,9 @@ def main() -> int:
     parser.add_argument("--markdown", action="store_true", help="print the README table")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a goal is missed")
     parser.add_argument("--qemu", type=Path, default=qemu_10_0(), help="QEMU 10.0 binary")
+    parser.add_argument(
+        "--service-seconds", type=int, default=5, help="wrk run per service load cell (5)"
+    )
     args = parser.parse_args()
 
     started = time.monotonic()
@@ -74,6 +78,7 @@ def main() -> int:
         lambda: bench_probe.run(args.qemu),
         bench_define.run,
         bench_fleet.run,
+        lambda: bench_service.run([2], [4, 16, 64], args.service_seconds),
     ]
     for step in steps:
         for result in step():

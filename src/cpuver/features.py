@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import difflib
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -138,6 +138,15 @@ class FeatureTable:
         if canonical is None:
             raise UnknownFeature(name, self._suggestions(name))
         return canonical
+
+    def canonical_set(self, names: Sequence[str]) -> FeatureSet:
+        """:meth:`canonical` of every name at once (a host snapshot lists hundreds, nearly all
+        spelled canonically already): UnknownFeature for the first name that is not a feature."""
+        by_key = self._canonical_by_key
+        found = [by_key.get(name) or by_key.get(_lookup_key(name)) for name in names]
+        if None in found:
+            self.canonical(names[found.index(None)])
+        return frozenset(found)  # type: ignore[arg-type]  # no None left
 
     def get(self, name: str) -> Feature:
         return self._features[self.canonical(name)]

@@ -205,3 +205,12 @@ def test_tool_regenerates_bundled_json_byte_identically(tmp_path: Path) -> None:
         capture_output=True,
     )
     assert output.read_bytes() == BUNDLED_PATH.read_bytes()
+
+
+def test_canonical_set_reads_any_spelling_and_names_the_first_unknown() -> None:
+    table = FeatureTable.bundled()
+    found = table.canonical_set(["sse4_2", "sse4.2", "lahf_lm", "avx"])
+    assert found == {"sse4.2", "lahf-lm", "avx"}
+    with pytest.raises(UnknownFeature) as err:
+        table.canonical_set(["avx", "avx3", "nope"])
+    assert err.value.name == "avx3"

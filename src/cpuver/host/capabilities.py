@@ -238,7 +238,7 @@ def _features(names: Any, where: str, table: FeatureTable) -> FeatureSet:
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         raise HostError(f"{where}: expected a list of feature names")
     try:
-        return frozenset(table.canonical(n) for n in names)
+        return table.canonical_set(names)
     except UnknownFeature as err:
         raise HostError(f"{where}: unknown feature {err.name!r}") from err
 

@@ -449,7 +449,7 @@ def serve(
                 "cpuver serve: migrated the store's schema to the newest revision", file=sys.stderr
             )
     # asyncio's own event loop: under uvloop, about 1% of the requests of a saturated server
-    # waited 0.2-1 s (bench/service_load.py); under asyncio none did
+    # waited 0.2-1 s (bench/bench_service.py); under asyncio none did
     options: dict[str, Any] = dict(
         host=host, port=port, log_level="info", access_log=access_log, http=NoDelayHttp,
         loop="asyncio",

@@ -1,6 +1,6 @@
--- wrk script for bench/service_load.py: POST one resolve request body again and again.
+-- wrk script for bench/bench_service.py: POST one resolve request body again and again.
 --
---   wrk ... -s service_load.lua URL -- BODY_FILE [vary]
+--   wrk ... -s bench_service.lua URL -- BODY_FILE [vary]
 --
 -- BODY_FILE holds the JSON body. With "vary", every request names a new host in its snapshot
 -- (the body's "@HOST@" becomes a number unique to each request), so no two requests carry the

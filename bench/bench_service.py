@@ -5,7 +5,7 @@ machine (2 cores), the load generator on loopback.
 
 The server is ``.venv/bin/cpuver serve --workers N --no-access-log`` on a temporary SQLite store
 (resolving never touches the store) on a free loopback port, started afresh for each worker
-count. The load generator is Debian's ``wrk`` with ``service_load.lua``: one thread, keep-alive
+count. The load generator is Debian's ``wrk`` with ``bench_service.lua``: one thread, keep-alive
 connections, each request the body a ``cpuver host push`` client would pair with it::
 
     {"specs": ["Haswell,version=best"], "qemu": "10.0", "accel": "kvm", "host": <snapshot>}
@@ -23,9 +23,9 @@ Two kinds of load, each after a warm-up of its own:
   set up afresh (the worst case for that cache).
 
 Each (workers, load, connections) cell runs ``--duration`` seconds and is compared with the goal
-(PASS/MISS). Results go to ``bench/results/service_load.json``.
+(PASS/MISS). Results go to ``bench/results/service.json``.
 
-Run alone: ``.venv/bin/python bench/service_load.py [--workers 1,2] [--connections 4,16,64]
+Run alone: ``.venv/bin/python bench/bench_service.py [--workers 1,2] [--connections 4,16,64]
 [--duration 10] [--access-log]``.
 """
 
@@ -51,7 +51,7 @@ from cpuver.resolve import Resolver
 
 GOAL_RPS = 2_000
 GOAL_P99_MS = 20.0
-LUA = Path(__file__).resolve().with_name("service_load.lua")
+LUA = Path(__file__).resolve().with_name("bench_service.lua")
 LOADS = {"same snapshot": "same", "new snapshot": "vary"}
 WARMUP_S = 3
 START_TIMEOUT_S = 30.0
@@ -259,7 +259,7 @@ def main() -> int:
     for item in results:
         print(f"  {item.status:4}  {item.name}: {item.figure}")
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "service_load.json").write_text(
+    (RESULTS / "service.json").write_text(
         json.dumps(
             [{k: getattr(r, k) for k in ("name", "goal", "figure", "status", "numbers")}
              for r in results],
