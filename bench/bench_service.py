@@ -215,7 +215,7 @@ def result(workers: int, load: str, connections: int, measured: Load, access_log
     errors = f", {measured.errors} errors" if measured.errors else ""
     logged = ", access log on" if access_log else ""
     return Result(
-        name=f"service resolve, {workers} worker(s), {load}, {connections} connections{logged}",
+        name=f"(g) service resolve, {workers} worker(s), {load}, {connections} connections{logged}",
         goal=f">= {GOAL_RPS:,} req/s, p99 <= {GOAL_P99_MS:.0f} ms",
         figure=(
             f"{measured.requests_per_s:,.0f} req/s, p50 {measured.p50_ms:.1f} ms, "
