@@ -8,7 +8,9 @@ Fixtures
 Tests that use any of them are marked ``qemu`` automatically. A missing (or wrong) binary skips
 the test, except when ``CI=true``: then it fails, so CI never goes green without the oracle tests.
 Tests marked ``kvm`` are skipped when ``/dev/kvm`` is not usable (CI: they fail).
-``postgres`` (a throwaway PostgreSQL cluster) comes from ``postgres.py``.
+``postgres`` (a throwaway PostgreSQL cluster) comes from ``postgres.py``, ``serve`` (real
+``cpuver serve`` processes), ``client`` and ``db_url`` (the service in process on a fresh SQLite
+store) from ``servers.py``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import pytest
 
 from postgres import postgres  # noqa: F401  (fixture, for every test)
 from qemu_install import RELEASES, QemuInstall, find, kvm_available
+from servers import client, db_url, serve  # noqa: F401  (fixtures, for every test)
 
 QEMU_FIXTURES = frozenset({"qemu72", "qemu100", "qemu_release", "qemu_binary"})
 

@@ -15,12 +15,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,14 +23,13 @@ from typing import Any
 import pytest
 
 from conftest import in_ci
-from cpuver.api import open_catalog
 from cpuver.cli import main
-from cpuver.host.capabilities import HostCapabilities
+from fleet_hosts import TSX, capable, snapshot
+from servers import server_pool
 
 HERE = Path(__file__).resolve().parent
 ARTIFACTS = HERE.parents[1] / "test-artifacts"
 SCRIPT = HERE / "dashboard.mjs"
-TSX = frozenset({"hle", "rtm"})
 PAGES = ("overview", "pool", "models", "model", "guests")
 SCREENSHOTS = (
     *(f"dashboard-{page}.png" for page in (*PAGES, "not-found")),
@@ -43,15 +37,6 @@ SCREENSHOTS = (
     "dashboard-pool-filtered.png",
 )
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def capable() -> frozenset[str]:
-    catalog = open_catalog("10.0")
-    machine = catalog.machine(None)
-    return frozenset().union(
-        *(catalog.effective(catalog.lookup(name), machine, "kvm").features
-          for name in ("Haswell-v3", "Cooperlake-v2"))
-    )  # fmt: skip
 
 
 def browser_tools() -> tuple[str, str, Path]:
@@ -76,31 +61,12 @@ def browser_tools() -> tuple[str, str, Path]:
     return node, chromium, browser_dir
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_until_up(url: str, server: subprocess.Popen[bytes], deadline_s: float = 30.0) -> None:
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        if server.poll() is not None:
-            raise AssertionError(f"cpuver serve exited with {server.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=1.0):
-                return
-        except (urllib.error.URLError, OSError):
-            time.sleep(0.1)
-    raise AssertionError(f"cpuver serve did not answer {url} within {deadline_s}s")
-
-
 def fill_store(directory: Path, db_url: str) -> None:
     """Pool rack3 (hv1, hv3 without TSX) and guest web1 pinned to Haswell-v3, through the CLI."""
     files = []
     for name, offers in (("hv1", capable()), ("hv3", capable() - TSX)):
         path = directory / f"{name}.json"
-        path.write_text(json.dumps(HostCapabilities(name, {"kvm": offers}).to_json()))
+        path.write_text(json.dumps(snapshot(name, offers)))
         files.append(str(path))
     assert main(["fleet", "add", *files, "--pool", "rack3", "--db", db_url]) == 0
     guest = directory / "web1.json"
@@ -118,19 +84,10 @@ def seen(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     fill_store(directory, db_url)
     for old in SCREENSHOTS:
         (ARTIFACTS / old).unlink(missing_ok=True)
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    cpuver = [sys.executable, "-c", "import sys; from cpuver.cli import main; sys.exit(main())"]
-    server = subprocess.Popen(
-        [*cpuver, "serve", "--port", str(port), "--db", db_url],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={k: v for k, v in os.environ.items() if k != "CPUVER_TOKEN"},
-    )
-    try:
-        wait_until_up(f"{base}/openapi.json", server)
+    with server_pool(directory) as start:
+        [server] = start(db_url, 1)
         config = {
-            "base": base,
+            "base": server.base,
             "artifacts": str(ARTIFACTS),
             "pool": "rack3",
             "model": "Haswell",
@@ -145,13 +102,6 @@ def seen(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         )  # fmt: skip
         assert run.returncode == 0, f"dashboard.mjs failed:\n{run.stderr}"
         yield json.loads(run.stdout)
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(timeout=10)
 
 
 def cell(seen: dict[str, Any], host: str, version: str) -> dict[str, Any]:

@@ -1,10 +1,11 @@
 """Several ``cpuver serve`` processes on one database behave as one service.
 
-Each test starts real servers (tests/service/conftest.py) on the same store: a fresh database of
-the session's throwaway PostgreSQL cluster (``[postgresql]``; skips without PostgreSQL, fails
-when ``CI=true``) or one SQLite file (``[sqlite]``). What one server writes, every other one
-reads; two servers racing to write the same guest give one winner and a 409 for the loser,
-never a 500 and never a half-written guest; two racing to add the same new host both succeed.
+Each test starts real servers (the ``serve`` fixture, tests/servers.py) on the same store: a
+fresh database of the session's throwaway PostgreSQL cluster (``[postgresql]``; skips without
+PostgreSQL, fails when ``CI=true``) or one SQLite file (``[sqlite]``). What one server writes,
+every other one reads; two servers racing to write the same guest give one winner and a 409 for
+the loser, never a 500 and never a half-written guest; two racing to add the same new host both
+succeed.
 Servers started at once on an empty database create its schema once (the store migrates under
 a lock; each server migrates before it serves).
 
@@ -25,28 +26,21 @@ import httpx
 from cpuver.api import guest_transition, open_catalog
 from cpuver.host.capabilities import HostCapabilities
 from cpuver.store import GuestStore
+from fleet_hosts import TSX, capable, snapshot
 from postgres import url_fixture  # noqa: F401  (the url fixture)
-from service.conftest import AUTH, Serve
+from servers import AUTH, Serve
 
 GUESTS = "/api/guests"
 HOSTS = "/api/hosts"
-TSX = frozenset({"hle", "rtm"})
 ROUNDS = 5
 """Races per concurrency test: each one on a fresh guest (host) both servers write at once."""
 
 
-def capable() -> frozenset[str]:
+def every_version() -> frozenset[str]:
     """Every feature any Haswell or Cascadelake-Server version needs under KVM."""
     catalog = open_catalog("10.0")
-    machine = catalog.machine(None)
-    versions = [*catalog.model("Haswell").versions, *catalog.model("Cascadelake-Server").versions]
-    return frozenset().union(
-        *(catalog.effective(catalog.lookup(v.name), machine, "kvm").features for v in versions)
-    )
-
-
-def snapshot(name: str, offers: frozenset[str]) -> dict[str, Any]:
-    return HostCapabilities(name, {"kvm": offers}).to_json()
+    models = ("Haswell", "Cascadelake-Server")
+    return capable(*(v.name for m in models for v in catalog.model(m).versions))
 
 
 def definition(name: str, cpu: str) -> dict[str, Any]:
@@ -93,7 +87,7 @@ def test_host_pushed_through_one_server_is_in_the_pool_answers_of_another(
     url: str, serve: Serve
 ) -> None:
     a, b = serve(url, 2)
-    for name, offers in (("hv1", capable()), ("hv3", capable() - TSX)):
+    for name, offers in (("hv1", every_version()), ("hv3", every_version() - TSX)):
         pushed = a.client.post(
             "/api/hosts", json=snapshot(name, offers), params={"pool": "rack3"}, headers=AUTH
         )
@@ -120,7 +114,7 @@ def test_guest_defined_for_a_pool_pushed_through_another_server_gets_its_best(
     url: str, serve: Serve
 ) -> None:
     a, b = serve(url, 2)
-    for name, offers in (("hv1", capable()), ("hv3", capable() - TSX)):
+    for name, offers in (("hv1", every_version()), ("hv3", every_version() - TSX)):
         a.client.post(
             "/api/hosts", json=snapshot(name, offers), params={"pool": "rack3"}, headers=AUTH
         )
@@ -154,7 +148,7 @@ def test_one_guest_defined_through_two_servers_at_once_has_one_winner(
 
 def test_cpu_updates_through_two_servers_at_once_have_one_winner(url: str, serve: Serve) -> None:
     a, b = serve(url, 2)
-    hv1 = HostCapabilities("hv1", {"kvm": capable()})
+    hv1 = HostCapabilities("hv1", {"kvm": every_version()})
     for round_ in range(ROUNDS):
         name = f"db{round_}"
         created = a.client.post(
@@ -183,12 +177,13 @@ def test_one_new_host_pushed_through_two_servers_at_once_lands_in_both_pools(
     url: str, serve: Serve
 ) -> None:
     a, b = serve(url, 2)
+    offers = every_version()
     for round_ in range(ROUNDS):
         name = f"hv{round_}"
         answers = at_once(
-            partial(a.client.post, HOSTS, json=snapshot(name, capable()), params={"pool": "p1"},
+            partial(a.client.post, HOSTS, json=snapshot(name, offers), params={"pool": "p1"},
                     headers=AUTH),
-            partial(b.client.post, HOSTS, json=snapshot(name, capable() - TSX),
+            partial(b.client.post, HOSTS, json=snapshot(name, offers - TSX),
                     params={"pool": "p2"}, headers=AUTH),
         )  # fmt: skip
         assert [r.status_code for r in answers] == [201, 201], [r.text for r in answers]

@@ -11,11 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from cpuver.api import open_catalog
 from cpuver.cli import main
-from cpuver.host.capabilities import HostCapabilities
-
-TSX = frozenset({"hle", "rtm"})
+from fleet_hosts import TSX, capable, snapshot
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -24,18 +21,9 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
-def capable() -> frozenset[str]:
-    catalog = open_catalog("10.0")
-    machine = catalog.machine(None)
-    return frozenset().union(
-        *(catalog.effective(catalog.lookup(name), machine, "kvm").features
-          for name in ("Haswell-v3", "Cooperlake-v2"))
-    )  # fmt: skip
-
-
 def snapshot_file(tmp_path: Path, name: str, offers: frozenset[str]) -> str:
     path = tmp_path / f"{name}.json"
-    path.write_text(json.dumps(HostCapabilities(name, {"kvm": offers}).to_json()))
+    path.write_text(json.dumps(snapshot(name, offers)))
     return str(path)
 
 
@@ -219,14 +207,19 @@ def test_what_if_with_an_unknown_feature_is_an_error(
     assert "hlee" in err
 
 
+@pytest.mark.parametrize("group", ["fleet", "domain"])
 def test_targets_names_the_hosts_a_guest_pin_runs_on(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path, rack3: list[str], db: list[str]
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    rack3: list[str],
+    db: list[str],
+    group: str,
 ) -> None:
     define_guest(capsys, tmp_path, db, "web1", "Haswell-v3")
-    code, out, _err = run(capsys, "fleet", "targets", "web1", *rack3)
+    code, out, _err = run(capsys, group, "targets", "web1", *rack3)
     assert code == 0
     assert out.splitlines() == ["web1 can run on: hv1, hv2", "  not on hv3: lacks hle, rtm"]
-    _code, out, _err = run(capsys, "fleet", "targets", "web1", "--json", *db)
+    _code, out, _err = run(capsys, group, "targets", "web1", "--json", *db)
     assert json.loads(out)["targets"] == ["hv1", "hv2"]
 
 
@@ -297,14 +290,6 @@ def test_update_cpu_to_best_for_a_pool_moves_to_the_pools_best(
     assert code == 0, err
     assert pinned(capsys, db, "web1") == "Haswell-v4"
 
-
-def test_domain_targets_lists_the_hosts_a_guest_can_migrate_to(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path, rack3: list[str], db: list[str]
-) -> None:
-    define_guest(capsys, tmp_path, db, "web1", "Haswell-v3")
-    code, out, _err = run(capsys, "domain", "targets", "web1", *rack3)
-    assert code == 0
-    assert out.splitlines() == ["web1 can run on: hv1, hv2", "  not on hv3: lacks hle, rtm"]
 
 
 def test_pool_best_groups_hosts_that_lack_the_same_features(

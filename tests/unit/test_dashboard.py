@@ -16,19 +16,8 @@ from fastapi.testclient import TestClient
 
 from cpuver import api
 from cpuver.host.capabilities import HostCapabilities
-from cpuver.web import create_app
-
-TOKEN = "s3cret-token"
-TSX = frozenset({"hle", "rtm"})
-
-
-def capable() -> frozenset[str]:
-    catalog = api.open_catalog("10.0")
-    machine = catalog.machine(None)
-    return frozenset().union(
-        *(catalog.effective(catalog.lookup(name), machine, "kvm").features
-          for name in ("Haswell-v3", "Cooperlake-v2"))
-    )  # fmt: skip
+from fleet_hosts import TSX, capable, snapshot
+from servers import AUTH, TOKEN
 
 
 class Elements(HTMLParser):
@@ -47,23 +36,13 @@ class Elements(HTMLParser):
 
 
 @pytest.fixture
-def db_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'cpuver.db'}"
-
-
-@pytest.fixture
-def client(db_url: str) -> TestClient:
-    return TestClient(create_app(db_url, TOKEN))
-
-
-@pytest.fixture
 def rack3(client: TestClient) -> TestClient:
     for name, offers in (("hv1", capable()), ("hv3", capable() - TSX)):
         response = client.post(
             "/api/hosts",
-            json=HostCapabilities(name, {"kvm": offers}).to_json(),
+            json=snapshot(name, offers),
             params={"pool": "rack3"},
-            headers={"Authorization": f"Bearer {TOKEN}"},
+            headers=AUTH,
         )
         assert response.status_code == 201, response.text
     return client

@@ -8,50 +8,17 @@ the same without TSX (hle, rtm), as after a microcode update.
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
-import pytest
 from fastapi.testclient import TestClient
 
-from cpuver.api import guest_transition, open_catalog, open_store
+from cpuver.api import guest_transition, open_store
 from cpuver.host.capabilities import HostCapabilities
 from cpuver.web import create_app
-
-TOKEN = "s3cret-token"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
-TSX = frozenset({"hle", "rtm"})
-
-
-def capable() -> frozenset[str]:
-    catalog = open_catalog("10.0")
-    machine = catalog.machine(None)
-    return frozenset().union(
-        *(catalog.effective(catalog.lookup(name), machine, "kvm").features
-          for name in ("Haswell-v3", "Cooperlake-v2"))
-    )  # fmt: skip
-
-
-def snapshot(name: str, offers: frozenset[str]) -> dict[str, Any]:
-    return HostCapabilities(name, {"kvm": offers}).to_json()
-
-
-@pytest.fixture
-def db_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'cpuver.db'}"
-
-
-@pytest.fixture
-def client(db_url: str) -> TestClient:
-    return TestClient(create_app(db_url, TOKEN))
-
+from fleet_hosts import TSX, capable, snapshot
+from servers import AUTH, TOKEN, Serve, cpuver_script, without_token_env
 
 # -- catalog --------------------------------------------------------------------------------------
 
@@ -497,62 +464,25 @@ def test_openapi_lists_every_path(client: TestClient) -> None:
 # -- cpuver serve + cpuver host push, as processes ------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_until_up(url: str, server: subprocess.Popen[bytes], deadline_s: float = 30.0) -> None:
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        if server.poll() is not None:
-            raise AssertionError(f"cpuver serve exited with {server.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=1.0):
-                return
-        except (urllib.error.URLError, OSError):
-            time.sleep(0.1)
-    raise AssertionError(f"cpuver serve did not answer {url} within {deadline_s}s")
-
-
-def test_host_push_posts_a_snapshot_to_cpuver_serve(tmp_path: Path, db_url: str) -> None:
-    token_file = tmp_path / "token"
+def test_host_push_posts_a_snapshot_to_cpuver_serve(
+    tmp_path: Path, db_url: str, serve: Serve
+) -> None:
+    [server] = serve(db_url, 1)
+    token_file = tmp_path / "push-token"
     token_file.write_text(TOKEN + "\n")
     snapshot_file = tmp_path / "hv1.json"
     snapshot_file.write_text(json.dumps(snapshot("hv1", capable())))
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    cpuver = [sys.executable, "-c", "import sys; from cpuver.cli import main; sys.exit(main())"]
-    env = {k: v for k, v in os.environ.items() if k != "CPUVER_TOKEN"}
-    server = subprocess.Popen(
-        [*cpuver, "serve", "--port", str(port), "--db", db_url, "--token-file", str(token_file)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=env,
+    push = [cpuver_script(), "host", "push", server.base, "--snapshot", str(snapshot_file)]
+    pushed = subprocess.run(
+        [*push, "--pool", "rack3", "--token-file", str(token_file)],
+        capture_output=True, text=True, timeout=60, env=without_token_env(),
+    )  # fmt: skip
+    assert pushed.returncode == 0, pushed.stderr
+    assert "pushed hv1" in pushed.stdout
+    refused = subprocess.run(
+        push, capture_output=True, text=True, timeout=60, env=without_token_env()
     )
-    try:
-        wait_until_up(f"{base}/openapi.json", server)
-        push = subprocess.run(
-            [*cpuver, "host", "push", base, "--snapshot", str(snapshot_file), "--pool", "rack3",
-             "--token-file", str(token_file)],
-            capture_output=True, text=True, timeout=60, env=env,
-        )  # fmt: skip
-        assert push.returncode == 0, push.stderr
-        assert "pushed hv1" in push.stdout
-        refused = subprocess.run(
-            [*cpuver, "host", "push", base, "--snapshot", str(snapshot_file)],
-            capture_output=True, text=True, timeout=60, env=env,
-        )  # fmt: skip
-        assert refused.returncode == 1
-        assert "HTTP 401" in refused.stderr
-        with urllib.request.urlopen(f"{base}/api/hosts", timeout=5.0) as response:
-            listed = json.loads(response.read())
-        assert [(h["host"], h["pools"]) for h in listed] == [("hv1", ["rack3"])]
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(timeout=10)
+    assert refused.returncode == 1
+    assert "HTTP 401" in refused.stderr
+    listed = server.client.get("/api/hosts").json()
+    assert [(h["host"], h["pools"]) for h in listed] == [("hv1", ["rack3"])]

@@ -1,10 +1,12 @@
-"""Real ``cpuver serve`` processes for the service tests.
+"""The service for tests: in process (``client``: FastAPI's TestClient on a fresh SQLite store at
+``db_url``) and as real ``cpuver serve`` processes over loopback (``serve``).
 
-Fixture ``serve``: ``serve(db_url, count, *options)`` starts ``count`` servers at once (the
-``cpuver`` console script, each on a free loopback port, all on the store at ``db_url``, with the
-token :data:`TOKEN` and any further ``cpuver serve`` options) and returns them once every one
-answers. A server that exits or does not answer within :data:`START_TIMEOUT_S` fails the test
-with its output. Every server is stopped (SIGTERM, then SIGKILL) when the test ends.
+:func:`running_servers` starts ``count`` servers at once (the venv's ``cpuver`` console script,
+each on a free loopback port, all on the store at ``db_url``, with the token :data:`TOKEN` and any
+further ``cpuver serve`` options), yields them once every one answers and stops them (SIGTERM,
+then SIGKILL) at the end. A server that exits or does not answer within :data:`START_TIMEOUT_S`
+fails the test with its output. The ``serve`` fixture wraps it for one test. The fixtures are
+registered for every test in conftest.py.
 """
 
 from __future__ import annotations
@@ -16,12 +18,16 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
+
+from cpuver.web import create_app
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -42,6 +48,11 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def without_token_env() -> dict[str, str]:
+    """The environment minus CPUVER_TOKEN, so only the token a test gives counts."""
+    return {k: v for k, v in os.environ.items() if k != "CPUVER_TOKEN"}
 
 
 @dataclass
@@ -89,23 +100,24 @@ def wait_until_up(server: Server, deadline: float) -> None:
     )
 
 
-@pytest.fixture
-def serve(tmp_path: Path) -> Iterator[Serve]:
-    token_file = tmp_path / "token"
+@contextmanager
+def server_pool(workdir: Path) -> Iterator[Serve]:
+    """A ``start(db_url, count, *options)`` for as many servers as a test needs, each one
+    logging into ``workdir``; all of them are stopped at the end."""
+    token_file = workdir / "token"
     token_file.write_text(TOKEN + "\n")
-    env = {k: v for k, v in os.environ.items() if k != "CPUVER_TOKEN"}
     started: list[Server] = []
 
     def start(db_url: str, count: int, *options: str) -> list[Server]:
         batch = []
         for _ in range(count):  # all at once: they share the start-up (and its migration)
             port = free_port()
-            log = tmp_path / f"serve-{len(started)}.log"
+            log = workdir / f"serve-{len(started)}.log"
             with log.open("wb") as out:
                 process = subprocess.Popen(
                     [cpuver_script(), "serve", "--port", str(port), "--db", db_url,
                      "--token-file", str(token_file), *options],
-                    stdout=out, stderr=subprocess.STDOUT, env=env,
+                    stdout=out, stderr=subprocess.STDOUT, env=without_token_env(),
                 )  # fmt: skip
             base = f"http://127.0.0.1:{port}"
             server = Server(process, base, log, httpx.Client(base_url=base, timeout=60.0))
@@ -121,3 +133,19 @@ def serve(tmp_path: Path) -> Iterator[Serve]:
     finally:
         for server in started:
             server.stop()
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Serve]:
+    with server_pool(tmp_path) as start:
+        yield start
+
+
+@pytest.fixture
+def db_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'cpuver.db'}"
+
+
+@pytest.fixture
+def client(db_url: str) -> TestClient:
+    return TestClient(create_app(db_url, TOKEN))
