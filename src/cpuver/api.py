@@ -907,6 +907,20 @@ def add_host(store: HostStore, host: HostCapabilities, pools: Sequence[str]) -> 
     return store.add(json.dumps(host.to_json(), sort_keys=True), host.name, pools)
 
 
+def host_json(record: HostRecord) -> dict[str, Any]:
+    """One stored host as ``cpuver fleet ls --json`` and ``GET /api/hosts`` show it."""
+    host = stored_host(record)
+    return {
+        "host": record.name,
+        "pools": list(record.pools),
+        "vendor": host.facts.vendor if host.facts else host.vendor,
+        "accelerators": sorted(host.offers),
+        "releases": sorted(host.releases) if host.releases else [],
+        "snapshots": record.snapshots,
+        "updated": record.updated.isoformat(timespec="seconds"),
+    }
+
+
 def stored_host(record: HostRecord) -> HostCapabilities:
     """A stored host's current snapshot, read back."""
     return from_json(json.loads(record.snapshot_json), f"host {record.name}")
@@ -999,6 +1013,19 @@ def pool_best(fleet: Fleet, spec: str) -> PoolBest:
     return PoolBest(answer, fleet.held_back(answer.model))
 
 
+def pool_best_json(pool: str, found: PoolBest) -> dict[str, Any]:
+    """As ``cpuver pool best --json`` and ``GET /api/pools/{pool}/best`` show it."""
+    answer = found.answer
+    return {
+        "pool": pool,
+        "model": answer.model,
+        "best": answer.best,
+        "hosts": list(answer.hosts),
+        "blocked": {v: {h: list(m) for h, m in hs} for v, hs in answer.blocked},
+        "held-back": {v: {h: list(m) for h, m in hs} for v, hs in found.held_back},
+    }
+
+
 def feature_names(text: str | None) -> frozenset[str]:
     """``hle,rtm`` as canonical feature names (UnknownFeature with hints for a typo)."""
     from cpuver.features import FeatureTable
@@ -1084,6 +1111,15 @@ def guest_targets(
 ) -> Targets:
     """Every host (of ``pool``, when given) with the pinned features of guest ``name`` it lacks."""
     return _targets(get_guest(guest_store, name), _stored_hosts(host_store, pool))
+
+
+def targets_json(name: str, found: Targets) -> dict[str, Any]:
+    """As ``cpuver domain targets --json`` and ``GET /api/guests/{name}/targets`` show it."""
+    return {
+        "guest": name,
+        "targets": [host for host, missing in found if not missing],
+        "blocked": {host: list(missing) for host, missing in found if missing},
+    }
 
 
 def every_guest_targets(

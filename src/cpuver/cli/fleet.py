@@ -91,22 +91,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _ls(store: Any, pool: str | None, as_json: bool) -> int:
-    records = store.list(pool)
-    rows = []
-    for record in records:
-        host = api.stored_host(record)
-        releases = sorted(host.releases) if host.releases else []
-        rows.append(
-            {
-                "host": record.name,
-                "pools": list(record.pools),
-                "vendor": host.facts.vendor if host.facts else host.vendor,
-                "accelerators": sorted(host.offers),
-                "releases": releases,
-                "snapshots": record.snapshots,
-                "updated": record.updated.isoformat(timespec="seconds"),
-            }
-        )
+    rows = [api.host_json(record) for record in store.list(pool)]
     if as_json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -160,17 +145,7 @@ def _pool(args: argparse.Namespace) -> int:
         found = api.pool_best(fleet, args.spec)
         answer = found.answer
         if args.json:
-            blocked = {v: {h: list(m) for h, m in hosts} for v, hosts in answer.blocked}
-            held = {v: {h: list(m) for h, m in hosts} for v, hosts in found.held_back}
-            data = {
-                "pool": args.pool,
-                "model": answer.model,
-                "best": answer.best,
-                "hosts": list(answer.hosts),
-                "blocked": blocked,
-                "held-back": held,
-            }
-            print(json.dumps(data, indent=2))
+            print(json.dumps(api.pool_best_json(args.pool, found), indent=2))
             return 0
         print(_header(args, fleet))
         best = answer.best or "(no version runs on every host)"
@@ -294,12 +269,7 @@ def show_targets(
     """Hosts a stored guest's pin runs on (``fleet targets`` and ``domain targets``)."""
     found = api.guest_targets(host_store, guest_store, guest, pool)
     if as_json:
-        data = {
-            "guest": guest,
-            "targets": [h for h, missing in found if not missing],
-            "blocked": {h: list(missing) for h, missing in found if missing},
-        }
-        print(json.dumps(data, indent=2))
+        print(json.dumps(api.targets_json(guest, found), indent=2))
         return 0
     runs = [h for h, missing in found if not missing]
     print(f"{guest} can run on: {', '.join(runs) if runs else '(no host)'}")

@@ -215,20 +215,6 @@ def _request_resolver(
     return _resolver(qemu, machine, accel, host)
 
 
-def _host_row(record: Any) -> dict[str, Any]:
-    """One stored host, as ``cpuver fleet ls --json`` shows it."""
-    host = api.stored_host(record)
-    return {
-        "host": record.name,
-        "pools": list(record.pools),
-        "vendor": host.facts.vendor if host.facts else host.vendor,
-        "accelerators": sorted(host.offers),
-        "releases": sorted(host.releases) if host.releases else [],
-        "snapshots": record.snapshots,
-        "updated": record.updated.isoformat(timespec="seconds"),
-    }
-
-
 def create_app(db_url: str | None, token: str | None) -> FastAPI:
     """The service on the store at ``db_url`` (default: the SQLite file); ``token`` guards
     writes (None: every write is refused with 403)."""
@@ -296,7 +282,7 @@ def create_app(db_url: str | None, token: str | None) -> FastAPI:
     @app.get("/api/hosts", tags=["fleet"])
     def list_hosts(pool: str | None = None) -> list[dict[str, Any]]:
         """Stored hosts (of ``pool``, when given) and their pools."""
-        return [_host_row(record) for record in hosts().list(pool)]
+        return [api.host_json(record) for record in hosts().list(pool)]
 
     @app.post("/api/hosts", status_code=201, tags=["fleet"], dependencies=[Depends(writer)])
     def add_host(
@@ -311,7 +297,7 @@ def create_app(db_url: str | None, token: str | None) -> FastAPI:
             raise CpuverError("pools: expected a list of pool names")
         host = from_json(data, "request body")
         record = api.add_host(hosts(), host, list(dict.fromkeys([*(pool or []), *extra])))
-        return _host_row(record)
+        return api.host_json(record)
 
     @app.get("/api/pools", tags=["fleet"])
     def list_pools() -> list[dict[str, Any]]:
@@ -329,16 +315,7 @@ def create_app(db_url: str | None, token: str | None) -> FastAPI:
         """The newest version of the spec's model every host of the pool runs (as
         ``cpuver pool best --json``)."""
         fleet = api.pool_fleet(hosts(), pool, api.open_catalog(qemu), accel, machine)
-        found = api.pool_best(fleet, spec)
-        answer = found.answer
-        return {
-            "pool": pool,
-            "model": answer.model,
-            "best": answer.best,
-            "hosts": list(answer.hosts),
-            "blocked": {v: {h: list(m) for h, m in hs} for v, hs in answer.blocked},
-            "held-back": {v: {h: list(m) for h, m in hs} for v, hs in found.held_back},
-        }
+        return api.pool_best_json(pool, api.pool_best(fleet, spec))
 
     @app.get("/api/pools/{pool}/matrix", tags=["fleet"])
     def pool_matrix(
@@ -396,12 +373,7 @@ def create_app(db_url: str | None, token: str | None) -> FastAPI:
     def guest_targets(name: str, pool: str | None = None) -> dict[str, Any]:
         """Hosts (of ``pool``, when given) the guest's pinned CPU runs on, and what each other
         host lacks (as ``cpuver fleet targets --json``)."""
-        found = api.guest_targets(hosts(), guests(), name, pool)
-        return {
-            "guest": name,
-            "targets": [host for host, missing in found if not missing],
-            "blocked": {host: list(missing) for host, missing in found if missing},
-        }
+        return api.targets_json(name, api.guest_targets(hosts(), guests(), name, pool))
 
     @app.post("/api/guests/{name}/update-cpu", tags=["guests"], dependencies=[Depends(writer)])
     def update_guest_cpu(name: str, request: UpdateCpuRequest) -> dict[str, Any]:
