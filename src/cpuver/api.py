@@ -1028,12 +1028,16 @@ def pool_best_json(pool: str, found: PoolBest) -> dict[str, Any]:
 
 def feature_names(text: str | None) -> frozenset[str]:
     """``hle,rtm`` as canonical feature names (UnknownFeature with hints for a typo)."""
+    return canonical_features((text or "").split(","))
+
+
+def canonical_features(names: Iterable[str]) -> frozenset[str]:
+    """Feature names in any accepted spelling as canonical ones (blank ones left out;
+    UnknownFeature with hints for a typo)."""
     from cpuver.features import FeatureTable
 
-    if not text:
-        return frozenset()
     table = FeatureTable.bundled()
-    return frozenset(table.canonical(name.strip()) for name in text.split(",") if name.strip())
+    return frozenset(table.canonical(name.strip()) for name in names if name.strip())
 
 
 @dataclass(frozen=True, slots=True)
@@ -1054,6 +1058,37 @@ class WhatIf:
     guests: list[GuestImpact]
     stranded: list[str]
     """Guests that run on some host of the pool now and on none after the change."""
+
+
+def what_if_json(
+    pool: str,
+    drop: frozenset[str],
+    add: frozenset[str],
+    hosts: Sequence[str] | None,
+    outcome: WhatIf,
+) -> dict[str, Any]:
+    """As ``cpuver fleet what-if --json`` and ``POST /api/pools/{pool}/what-if`` show it."""
+    return {
+        "pool": pool,
+        "drop": sorted(drop),
+        "add": sorted(add),
+        "hosts": list(hosts) if hosts is not None else None,
+        "answers": [
+            {"model": c.model, "before": c.before, "after": c.after, "hosts": list(c.hosts)}
+            for c in outcome.changes
+        ],
+        "guests": [
+            {
+                "guest": g.guest,
+                "pin": g.pin,
+                "host": g.host,
+                "missing": list(g.missing),
+                "current": g.current,
+            }
+            for g in outcome.guests
+        ],
+        "stranded": outcome.stranded,
+    }
 
 
 def fleet_what_if(

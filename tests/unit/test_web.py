@@ -12,6 +12,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 
 from cpuver.api import guest_transition, open_store
@@ -454,11 +455,73 @@ def test_openapi_lists_every_path(client: TestClient) -> None:
         "/api/pools",
         "/api/pools/{pool}/best",
         "/api/pools/{pool}/matrix",
+        "/api/pools/{pool}/baseline",
+        "/api/pools/{pool}/what-if",
+        "/api/hosts/{name}",
         "/api/guests",
         "/api/guests/{name}",
         "/api/guests/{name}/targets",
         "/api/guests/{name}/update-cpu",
     }
+
+
+# -- baseline, what-if, host removal --------------------------------------------------------------
+
+
+@pytest.fixture
+def rack3(client: TestClient) -> TestClient:
+    """Pool rack3: hv1 runs every Haswell version, hv3 lacks TSX."""
+    for name, offers in (("hv1", capable()), ("hv3", capable() - TSX)):
+        response = client.post(
+            "/api/hosts", json=snapshot(name, offers), params={"pool": "rack3"}, headers=AUTH
+        )
+        assert response.status_code == 201, response.text
+    return client
+
+
+def test_pool_baseline_gives_each_familys_best_for_the_pool(rack3: TestClient) -> None:
+    data = rack3.get("/api/pools/rack3/baseline").json()
+    assert data["hosts"] == ["hv1", "hv3"]
+    assert data["best"]["Haswell"] == "Haswell-v4"
+    assert data["best"]["Cooperlake"] is None
+
+
+def test_what_if_dropping_tsx_names_the_changed_answers(rack3: TestClient) -> None:
+    rack3.post("/api/hosts", json=snapshot("hv1", capable()), params={"pool": "gold"}, headers=AUTH)
+    body = {"drop": ["hle", "rtm"]}
+    data = rack3.post("/api/pools/gold/what-if", json=body).json()
+    assert {"model": "Cooperlake", "before": "Cooperlake-v2", "after": None,
+            "hosts": ["hv1"]} in data["answers"]  # fmt: skip
+    assert (data["drop"], data["add"], data["hosts"]) == (["hle", "rtm"], [], None)
+
+
+def test_what_if_with_no_change_is_422(rack3: TestClient) -> None:
+    response = rack3.post("/api/pools/rack3/what-if", json={})
+    assert response.status_code == 422
+    assert "drop and/or add" in response.json()["error"]
+
+
+def test_what_if_with_an_unknown_feature_is_400_naming_it(rack3: TestClient) -> None:
+    response = rack3.post("/api/pools/rack3/what-if", json={"drop": ["hlee"]})
+    assert response.status_code == 400
+    assert "hlee" in response.json()["error"]
+
+
+def test_removing_a_host_needs_the_token(rack3: TestClient) -> None:
+    assert rack3.delete("/api/hosts/hv3").status_code == 401
+    assert [h["host"] for h in rack3.get("/api/hosts").json()] == ["hv1", "hv3"]
+
+
+def test_removing_a_host_forgets_it(rack3: TestClient) -> None:
+    assert rack3.delete("/api/hosts/hv3", headers=AUTH).status_code == 204
+    assert [h["host"] for h in rack3.get("/api/hosts").json()] == ["hv1"]
+    assert rack3.get("/api/pools/rack3/baseline").json()["best"]["Haswell"] == "Haswell-v4"
+
+
+def test_removing_an_unknown_host_is_404(client: TestClient) -> None:
+    response = client.delete("/api/hosts/nope", headers=AUTH)
+    assert response.status_code == 404
+    assert "nope" in response.json()["error"]
 
 
 # -- cpuver serve + cpuver host push, as processes ------------------------------------------------

@@ -217,28 +217,7 @@ def _what_if(args: argparse.Namespace, store: Any) -> int:
         args.machine,
     )
     if args.json:
-        data = {
-            "pool": args.pool,
-            "drop": sorted(drop),
-            "add": sorted(add),
-            "hosts": hosts,
-            "answers": [
-                {"model": c.model, "before": c.before, "after": c.after, "hosts": list(c.hosts)}
-                for c in outcome.changes
-            ],
-            "guests": [
-                {
-                    "guest": g.guest,
-                    "pin": g.pin,
-                    "host": g.host,
-                    "missing": list(g.missing),
-                    "current": g.current,
-                }
-                for g in outcome.guests
-            ],
-            "stranded": outcome.stranded,
-        }
-        print(json.dumps(data, indent=2))
+        print(json.dumps(api.what_if_json(args.pool, drop, add, hosts, outcome), indent=2))
         return 0
     change = " ".join([f"-{f}" for f in sorted(drop)] + [f"+{f}" for f in sorted(add)])
     where = f"hosts {', '.join(hosts)} of pool {args.pool}" if hosts else f"pool {args.pool}"

@@ -32,7 +32,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from cpuver import api
 from cpuver.catalog import Catalog
 from cpuver.domain import IllegalTransition, UpdateConflict
-from cpuver.errors import CpuverError, InvalidSpec, NotRunnable
+from cpuver.errors import CpuverError, InvalidSpec, NotRunnable, UnknownFeature
 from cpuver.host.capabilities import HostCapabilities, from_json
 from cpuver.resolve import Resolver
 from cpuver.store import ConcurrentUpdate, GuestExists
@@ -54,6 +54,21 @@ class ResolveRequest(BaseModel):
     machine: str | None = Field(None, description="machine type (default: newest pc-q35)")
     accel: Accel | None = Field(None, description="default: the host's only one, else kvm/tcg")
     host: dict[str, Any] | None = Field(None, description="a host snapshot (cpuver host probe)")
+
+
+class WhatIfRequest(BaseModel):
+    drop: list[str] = Field([], description="features the hosts lose, e.g. [\"hle\", \"rtm\"]")
+    add: list[str] = Field([], description="features the hosts gain")
+    hosts: list[str] | None = Field(None, description="only these hosts of the pool")
+    qemu: str | None = Field(None, description="QEMU release X.Y (default: the newest bundled)")
+    machine: str | None = Field(None, description="machine type (default: newest pc-q35)")
+    accel: Accel = Field("kvm", description="accelerator (default: kvm)")
+
+    @model_validator(mode="after")
+    def _some_change(self) -> WhatIfRequest:
+        if not self.drop and not self.add:
+            raise ValueError("give features to drop and/or add")
+        return self
 
 
 class DefineGuestRequest(BaseModel):
@@ -139,7 +154,8 @@ def _cpuver_error(_request: Request, err: Exception) -> JSONResponse:
         blockers = {name: list(missing) for name, missing in err.blockers.items()}
         message = f"no version of {err.spec!r} can run on {err.where}"
         return _error(409, message, blockers=blockers)
-    if isinstance(err, LookupError):
+    if isinstance(err, LookupError) and not isinstance(err, UnknownFeature):
+        # unknown names in the path (model, pool, host, guest); a feature is request content
         return _error(404, _one_line(str(err)))
     return _error(400, _one_line(str(err)))
 
@@ -284,6 +300,15 @@ def create_app(db_url: str | None, token: str | None) -> FastAPI:
         """Stored hosts (of ``pool``, when given) and their pools."""
         return [api.host_json(record) for record in hosts().list(pool)]
 
+    @app.delete(
+        "/api/hosts/{name}", status_code=204, tags=["fleet"], dependencies=[Depends(writer)]
+    )
+    def remove_host(name: str) -> Response:
+        """Forget a host, its snapshot history and its pool memberships (as ``cpuver fleet rm``);
+        a pool left without hosts goes too. Needs the bearer token."""
+        hosts().remove(name)
+        return Response(status_code=204)
+
     @app.post("/api/hosts", status_code=201, tags=["fleet"], dependencies=[Depends(writer)])
     def add_host(
         snapshot: Annotated[dict[str, Any], Body(description="a host snapshot")],
@@ -329,6 +354,27 @@ def create_app(db_url: str | None, token: str | None) -> FastAPI:
             "versions": list(fleet.versions),
             "runs": [[bool(x) for x in row] for row in fleet.matrix().tolist()],
         }
+
+    @app.get("/api/pools/{pool}/baseline", tags=["fleet"])
+    def pool_baseline(
+        pool: str, qemu: str | None = None, machine: str | None = None, accel: Accel = "kvm"
+    ) -> dict[str, Any]:
+        """Per model family, the newest version every host of the pool runs (as ``cpuver pool
+        baseline --json``)."""
+        fleet = api.pool_fleet(hosts(), pool, api.open_catalog(qemu), accel, machine)
+        return {"pool": pool, "hosts": list(fleet.hosts), "best": fleet.baseline()}
+
+    @app.post("/api/pools/{pool}/what-if", tags=["fleet"])
+    def pool_what_if(pool: str, request: WhatIfRequest) -> dict[str, Any]:
+        """Which pool answers change and which stored guests lose a host if the pool's hosts
+        (only ``hosts``, when given) lose ``drop`` and gain ``add`` (as ``cpuver fleet what-if
+        --json``). Changes nothing."""
+        drop, add = api.canonical_features(request.drop), api.canonical_features(request.add)
+        outcome = api.fleet_what_if(
+            hosts(), guests(), pool, api.open_catalog(request.qemu), drop, add, request.hosts,
+            request.accel, request.machine,
+        )  # fmt: skip
+        return api.what_if_json(pool, drop, add, request.hosts, outcome)
 
     @app.get("/api/guests", tags=["guests"])
     def list_guests() -> list[dict[str, Any]]:
