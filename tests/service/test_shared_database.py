@@ -16,19 +16,22 @@ the same without TSX (hle, rtm).
 from __future__ import annotations
 
 import json
+import subprocess
 import threading
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from cpuver.api import guest_transition, open_catalog
 from cpuver.host.capabilities import HostCapabilities
 from cpuver.store import GuestStore
 from fleet_hosts import TSX, capable, snapshot
 from postgres import url_fixture  # noqa: F401  (the url fixture)
-from servers import AUTH, Serve
+from servers import AUTH, Serve, cpuver_script, without_token_env
 
 GUESTS = "/api/guests"
 HOSTS = "/api/hosts"
@@ -199,3 +202,19 @@ def test_workers_of_one_server_share_its_port_store_and_token(url: str, serve: S
             assert client.post(GUESTS, json=body, headers=AUTH).status_code == 201
     assert len(server.client.get(GUESTS).json()) == 8
     assert server.output().count("Started server process") == 2
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_port_in_use_is_refused_with_a_clear_error(
+    tmp_path: Path, serve: Serve, workers: str
+) -> None:
+    url = f"sqlite:///{tmp_path / 'cpuver.db'}"
+    [server] = serve(url, 1, "--workers", "2")
+    port = server.base.rsplit(":", 1)[1]
+    second = subprocess.run(
+        [cpuver_script(), "serve", "--port", port, "--db", url, "--workers", workers],
+        capture_output=True, text=True, timeout=60, env=without_token_env(),
+    )  # fmt: skip
+    assert second.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in second.stderr
+    assert server.client.get("/api/hosts").status_code == 200

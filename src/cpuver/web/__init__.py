@@ -6,6 +6,7 @@ writes need ``Authorization: Bearer <token>``.
 
 from __future__ import annotations
 
-from cpuver.web.app import create_app, serve
+from cpuver.web.app import create_app
+from cpuver.web.server import serve
 
 __all__ = ["create_app", "serve"]

@@ -9,25 +9,19 @@ guest changed since it was read, a CPU update already pending) 409, other cpuver
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import json
-import os
-import socket
-import sys
 import threading
 from collections.abc import Callable
 from functools import lru_cache
 from typing import Annotated, Any, Literal
 
 import orjson
-import uvicorn
 from fastapi import Body, Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from cpuver import api
 from cpuver.catalog import Catalog
@@ -39,7 +33,6 @@ from cpuver.store import ConcurrentUpdate, GuestExists
 from cpuver.web.dashboard import add_dashboard
 
 Accel = Literal["kvm", "tcg"]
-WORKER_SETTINGS_ENV = "CPUVER_SERVE_WORKER_SETTINGS"
 RESOLVERS_KEPT = 256
 """Resolvers kept for resolve requests (per QEMU release, machine, accelerator, host snapshot)."""
 NO_TOKEN = (
@@ -445,55 +438,3 @@ def create_app(db_url: str | None, token: str | None) -> FastAPI:
         }
 
     return app
-
-
-def serve(
-    host: str,
-    port: int,
-    db_url: str | None,
-    token: str | None,
-    workers: int = 1,
-    access_log: bool = True,
-) -> None:
-    """Run the service with uvicorn (``workers`` processes on one socket, a line per request
-    on stdout when ``access_log``) until interrupted.
-
-    The store's schema is created or upgraded here, once, before any request: a database that
-    cannot be opened stops the server at once, and workers never migrate it.
-    """
-    with api.open_store(db_url) as store:
-        if store.migrate():
-            print(
-                "cpuver serve: migrated the store's schema to the newest revision", file=sys.stderr
-            )
-    # asyncio's own event loop: under uvloop, about 1% of the requests of a saturated server
-    # waited 0.2-1 s (bench/bench_service.py); under asyncio none did
-    options: dict[str, Any] = dict(
-        host=host, port=port, log_level="info", access_log=access_log, http=NoDelayHttp,
-        loop="asyncio",
-    )  # fmt: skip
-    if workers == 1:
-        uvicorn.run(create_app(db_url, token), **options)
-        return
-    # worker processes import the app by name, so its settings travel in their environment
-    os.environ[WORKER_SETTINGS_ENV] = json.dumps({"db_url": db_url, "token": token})
-    uvicorn.run(f"{__name__}:{worker_app.__name__}", factory=True, workers=workers, **options)
-
-
-class NoDelayHttp(HttpToolsProtocol):
-    """uvicorn's httptools protocol with Nagle's algorithm off on every connection. asyncio
-    turns it off itself only on sockets that name TCP as their protocol, and the socket uvicorn
-    binds for its workers does not: each keep-alive answer then waited ~40 ms for the client's
-    delayed ACK."""
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        super().connection_made(transport)
-
-
-def worker_app() -> FastAPI:
-    """The app of one ``serve`` worker process, with the settings the parent handed over."""
-    settings = json.loads(os.environ[WORKER_SETTINGS_ENV])
-    return create_app(settings["db_url"], settings["token"])
