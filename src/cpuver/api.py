@@ -501,6 +501,11 @@ def get_guest(store: GuestStore, name: str) -> Guest:
     return _guest(store.get(name))
 
 
+def list_guests(store: GuestStore) -> list[Guest]:
+    """Every stored guest, read in one query."""
+    return [_guest(record) for record in store.list()]
+
+
 def _store_change(store: GuestStore, old: Guest, new: Guest, reason: str) -> Guest:
     """Write ``new`` if nobody changed the guest since ``old`` was read (else ConcurrentUpdate)."""
     pending = json.dumps(new.pending.to_json(), sort_keys=True) if new.pending else None
@@ -646,10 +651,10 @@ def check_guests(store: GuestStore, catalog: Catalog) -> list[tuple[str, list[st
     from cpuver.domain.pinning import check
 
     out = []
-    for record in store.list():
-        problems = check(_guest(record).pin, catalog)
+    for guest in list_guests(store):
+        problems = check(guest.pin, catalog)
         if problems:
-            out.append((record.name, problems))
+            out.append((guest.name, problems))
     return out
 
 
@@ -936,7 +941,24 @@ def pool_fleet(
 ) -> Fleet:
     """A :class:`~cpuver.fleet.Fleet` of the hosts of ``pool`` (only ``hosts`` of it, when
     given), each with what it offers under ``accel`` for the catalog's QEMU release."""
-    from cpuver.fleet import Fleet, offers_of
+    from cpuver.fleet import Fleet
+
+    fleet = Fleet(catalog, accel, machine)
+    offers = _pool_offers(store, pool, catalog, fleet.accel, hosts)
+    fleet.set_hosts((host.name, found) for host, found in offers)
+    return fleet
+
+
+def _pool_offers(
+    store: HostStore,
+    pool: str,
+    catalog: Catalog,
+    accel: str,
+    hosts: Sequence[str] | None = None,
+) -> list[tuple[HostCapabilities, FeatureSet]]:
+    """Each stored host of ``pool`` (only ``hosts`` of it, when given) with what it offers under
+    ``accel`` for the catalog's QEMU release; a host not probed under ``accel`` is an error."""
+    from cpuver.fleet import offers_of
 
     records = store.list(pool)
     if hosts is not None:
@@ -945,33 +967,7 @@ def pool_fleet(
         if unknown:
             raise HostError(f"not in pool {pool!r}: {', '.join(unknown)}")
         records = [r for r in records if r.name in set(hosts)]
-    fleet = Fleet(catalog, accel, machine)
-    offers = []
-    for record in records:
-        found = offers_of(stored_host(record), fleet.accel, catalog.release, catalog)
-        if found is None:
-            raise HostError(
-                f"host {record.name!r} of pool {pool!r} has no {fleet.accel} capabilities "
-                f"(probe it under {fleet.accel}, or choose another --accel)"
-            )
-        offers.append((record.name, found))
-    fleet.set_hosts(offers)
-    return fleet
-
-
-def pool_host(
-    store: HostStore, pool: str, catalog: Catalog, accel: str = "kvm"
-) -> HostCapabilities:
-    """The pool as one host: what *every* host of ``pool`` offers under ``accel`` (the
-    intersection), so the resolver's ``version=best`` against it is the migration-safe best and
-    its blockers are the features some host of the pool lacks."""
-    from cpuver.fleet import offers_of
-
-    records = store.list(pool)
-    if not records:
-        raise HostError(f"pool {pool!r} has no hosts (add some with cpuver fleet add --pool)")
-    common: FeatureSet | None = None
-    vendors = set()
+    out = []
     for record in records:
         host = stored_host(record)
         found = offers_of(host, accel, catalog.release, catalog)
@@ -980,17 +976,29 @@ def pool_host(
                 f"host {record.name!r} of pool {pool!r} has no {accel} capabilities "
                 f"(probe it under {accel}, or choose another --accel)"
             )
-        common = found if common is None else common & found
-        vendors.add(host.facts.vendor if host.facts else host.vendor)
+        out.append((host, found))
+    return out
+
+
+def pool_host(
+    store: HostStore, pool: str, catalog: Catalog, accel: str = "kvm"
+) -> HostCapabilities:
+    """The pool as one host: what *every* host of ``pool`` offers under ``accel`` (the
+    intersection), so the resolver's ``version=best`` against it is the migration-safe best and
+    its blockers are the features some host of the pool lacks."""
+    offers = _pool_offers(store, pool, catalog, accel)
+    if not offers:
+        raise HostError(f"pool {pool!r} has no hosts (add some with cpuver fleet add --pool)")
+    common = frozenset.intersection(*(found for _host, found in offers))
+    vendors = {host.facts.vendor if host.facts else host.vendor for host, _found in offers}
     if accel == "kvm" and len(vendors) > 1:
         raise HostError(
             f"pool {pool!r} mixes CPU vendors ({', '.join(sorted(str(v) for v in vendors))}): "
             "KVM gives guests the host's vendor, so no CPU migrates across the pool"
         )
     vendor = next(iter(vendors)) if len(vendors) == 1 else None
-    assert common is not None
     return HostCapabilities(
-        f"pool {pool}", {accel: common}, vendor, f"pool {pool} ({len(records)} hosts)"
+        f"pool {pool}", {accel: common}, vendor, f"pool {pool} ({len(offers)} hosts)"
     )
 
 
@@ -1105,6 +1113,8 @@ def fleet_what_if(
     """What changes when the pool's hosts (only ``hosts``, when given) lose ``drop`` and gain
     ``add`` (a microcode update taking TSX away, a BIOS setting): which pool answers change, and
     which stored guests could no longer start on or migrate to which host."""
+    from cpuver.fleet import offers_of
+
     fleet = pool_fleet(host_store, pool, catalog, accel, machine, hosts)
     changes = fleet.what_if(drop, add)
     scope = set(fleet.hosts)
@@ -1112,14 +1122,11 @@ def fleet_what_if(
     snapshots = {r.name: stored_host(r) for r in records}
     impacts: list[GuestImpact] = []
     stranded: list[str] = []
-    for guest_record in guest_store.list():
-        guest = get_guest(guest_store, guest_record.name)
+    for guest in list_guests(guest_store):
         pin_ = guest.pin
         ran, runs = False, False
         for name, snapshot in snapshots.items():
-            offered = snapshot.offered(pin_.accel, pin_.release)
-            if offered is None and pin_.accel == "tcg":
-                offered = catalog.tcg_offers
+            offered = offers_of(snapshot, pin_.accel, pin_.release, catalog)
             if offered is None:
                 continue
             before = pin_.on - offered
@@ -1162,7 +1169,7 @@ def every_guest_targets(
 ) -> list[tuple[Guest, Targets]]:
     """:func:`guest_targets` of every stored guest, reading each host snapshot once."""
     hosts = _stored_hosts(host_store, pool)
-    return [(guest, _targets(guest, hosts)) for guest in map(_guest, guest_store.list())]
+    return [(guest, _targets(guest, hosts)) for guest in list_guests(guest_store)]
 
 
 def _stored_hosts(host_store: HostStore, pool: str | None) -> list[HostCapabilities]:

@@ -124,8 +124,7 @@ def run(args: argparse.Namespace) -> int:
         hosts = api.open_host_store(args.db)
         return show_targets(hosts, store, args.name, args.pool, args.json)
     if args.action == "list":
-        for record in store.list():
-            guest = api.get_guest(store, record.name)
+        for guest in api.list_guests(store):
             where = f" on {guest.host}" if guest.host else ""
             pending = f" (pending {guest.pending.name})" if guest.pending else ""
             print(

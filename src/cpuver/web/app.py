@@ -372,23 +372,20 @@ def create_app(db_url: str | None, token: str | None) -> FastAPI:
     @app.get("/api/guests", tags=["guests"])
     def list_guests() -> list[dict[str, Any]]:
         """Every stored guest with its pinned CPU."""
-        out = []
-        for record in guests().list():
-            guest = api.get_guest(guests(), record.name)
-            out.append(
-                {
-                    "name": guest.name,
-                    "state": guest.state,
-                    "host": guest.host,
-                    "cpu": guest.pin.name,
-                    "machine": guest.pin.machine,
-                    "accel": guest.pin.accel,
-                    "pending": guest.pending.name if guest.pending else None,
-                    "fingerprint": guest.pin.fingerprint,
-                    "generation": guest.generation,
-                }
-            )
-        return out
+        return [
+            {
+                "name": guest.name,
+                "state": guest.state,
+                "host": guest.host,
+                "cpu": guest.pin.name,
+                "machine": guest.pin.machine,
+                "accel": guest.pin.accel,
+                "pending": guest.pending.name if guest.pending else None,
+                "fingerprint": guest.pin.fingerprint,
+                "generation": guest.generation,
+            }
+            for guest in api.list_guests(guests())
+        ]
 
     @app.get("/api/guests/{name}", tags=["guests"])
     def get_guest(name: str) -> dict[str, Any]:
