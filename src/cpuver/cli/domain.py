@@ -54,8 +54,8 @@ def add_parser(sub: Any, catalog_options: Any) -> None:
         parser.add_argument(
             "--launch",
             action="store_true",
-            help="also prove it on real QEMU: boot the pinned CPU (and live-"
-            "migrate it between two processes), verify over QMP, stop",
+            help="also prove it on real QEMU: boot the pinned CPU (migrate: live-migrate the "
+            "running QEMU into a new one), verify it over QMP and keep it running",
         )
         parser.add_argument("--qemu-binary", type=Path, metavar="PATH")
     save = action("save", "save a guest's state to FILE (QEMU's, if it runs in QEMU)")
