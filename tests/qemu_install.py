@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
+from cpuver.host.kvm import kvm_usable
+
 RELEASES: tuple[str, ...] = ("7.2", "10.0")
 
 ENV_VARS: dict[str, str] = {"7.2": "CPUVER_QEMU_7_2", "10.0": "CPUVER_QEMU_10_0"}
@@ -83,5 +85,5 @@ def find(release: str) -> QemuInstall | str:
 
 
 def kvm_available() -> bool:
-    """Whether this process can use ``/dev/kvm``."""
-    return os.access("/dev/kvm", os.R_OK | os.W_OK)
+    """Whether KVM answers on ``/dev/kvm`` for this process (cpuver's own check, see there)."""
+    return kvm_usable()

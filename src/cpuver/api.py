@@ -65,8 +65,10 @@ def default_qemu_binary() -> Path | None:
     return Path(found) if found else None
 
 
-def kvm_usable() -> bool:
-    return os.access("/dev/kvm", os.R_OK | os.W_OK)
+def kvm_usable(path: str = "/dev/kvm") -> bool:
+    from cpuver.host.kvm import kvm_usable as answers
+
+    return answers(path)
 
 
 def probe_with_qemu(binary: Path, accels: Iterable[str] | None = None) -> HostCapabilities:
@@ -141,7 +143,7 @@ def _tcg_offer(catalog: Catalog, time: str) -> AccelOffer:
 
 
 def _auto_method(binaries: Sequence[Path], kvm_path: str) -> tuple[str, str]:
-    if os.access(kvm_path, os.R_OK | os.W_OK):
+    if kvm_usable(kvm_path):
         return "kvm", f"{kvm_path} is usable"
     if binaries or default_qemu_binary() is not None:
         return "qemu", f"{kvm_path} is not usable; asking QEMU"
@@ -210,7 +212,7 @@ def _probe_qemu(
         if found is None:
             raise QemuError("--via qemu: no qemu-system-x86_64 on PATH (give --qemu PATH)")
         binaries = [found]
-    accels = ["kvm", "tcg"] if os.access(kvm_path, os.R_OK | os.W_OK) else ["tcg"]
+    accels = ["kvm", "tcg"] if kvm_usable(kvm_path) else ["tcg"]
     releases: dict[str, dict[str, AccelOffer]] = {}
     for binary in binaries:
         if not binary.is_file():

@@ -16,7 +16,6 @@ read from QEMU itself, and derived rules are checked to reproduce every answer Q
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 from collections.abc import Callable, Iterable, Mapping
@@ -27,6 +26,7 @@ from typing import Any
 from cpuver.catalog import Accelerator, Catalog
 from cpuver.errors import QemuError
 from cpuver.features import FeatureTable
+from cpuver.host.kvm import kvm_usable
 from cpuver.host.qemu import QemuInstall, QmpSession, offered_features
 from cpuver.models import (
     LEVEL_FIELDS,
@@ -64,7 +64,7 @@ def import_catalog(install: QemuInstall, progress: Progress | None = None) -> Ca
     table = FeatureTable.bundled()
     build = install.version()
     release = _release_of(build)
-    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+    if not kvm_usable():
         raise QemuError(
             "importing needs a usable /dev/kvm: KVM and TCG expansions together "
             "tell a model's own features from each accelerator's defaults"

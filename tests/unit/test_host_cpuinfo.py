@@ -12,6 +12,7 @@ from cpuver.host.cpuinfo import cpuinfo_features, parse_cpuinfo
 HOSTS = Path(__file__).resolve().parents[1] / "data" / "hosts"
 INTEL = (HOSTS / "cpuinfo-intel-haswell.txt").read_text()
 AMD = (HOSTS / "cpuinfo-amd-epyc-nested.txt").read_text()
+XEON = (HOSTS / "cpuinfo-intel-xeon-nested.txt").read_text()
 
 
 def test_intel_fixture_gives_vendor_brand_and_signature() -> None:
@@ -39,7 +40,7 @@ def test_known_restricts_the_features() -> None:
     assert cpuinfo_features(parse_cpuinfo(INTEL), frozenset({"hle", "avx512f"})) == {"hle"}
 
 
-def test_this_machines_amd_fixture_is_read() -> None:
+def test_amd_epyc_nested_cpuinfo_is_read() -> None:
     info = parse_cpuinfo(AMD)
     assert (info.vendor, info.family, info.model, info.microcode) == (
         "AuthenticAMD",
@@ -48,6 +49,19 @@ def test_this_machines_amd_fixture_is_read() -> None:
         "0x1000065",
     )
     assert "avx512f" in cpuinfo_features(info)
+
+
+def test_intel_xeon_nested_cpuinfo_is_read() -> None:
+    info = parse_cpuinfo(XEON)
+    assert (info.vendor, info.family, info.model, info.stepping, info.microcode) == (
+        "GenuineIntel",
+        6,
+        167,
+        8,
+        "0x1",
+    )
+    assert {"avx512f", "amx-tile", "md-clear"} <= cpuinfo_features(info)
+    assert not {"hle", "rtm"} & cpuinfo_features(info)
 
 
 def test_only_the_first_processor_is_read() -> None:

@@ -34,11 +34,12 @@ def root(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def fake_kvm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    """A usable "/dev/kvm" whose ioctls answer from this machine's captured dump."""
+    """A usable "/dev/kvm" whose ioctls answer from the AMD EPYC machine's recorded dump."""
     device = tmp_path / "kvm"
     device.write_text("")
-    dump = kvm.KvmDump.from_json(json.loads((HOSTS / "this-machine-kvm.json").read_text()))
+    dump = kvm.KvmDump.from_json(json.loads((HOSTS / "amd-epyc-zen4-nested-kvm.json").read_text()))
     monkeypatch.setattr(kvm, "read_kvm", lambda path="/dev/kvm": dump)
+    monkeypatch.setattr(kvm, "kvm_usable", lambda path="/dev/kvm": str(path) == str(device))
     return str(device)
 
 

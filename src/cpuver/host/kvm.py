@@ -256,6 +256,29 @@ def _int(value: Any, where: str) -> int:
 # --- I/O ---------------------------------------------------------------------------------------
 
 
+KVM_API_VERSION = 12
+"""The only KVM API version Linux has ever reported (since 2.6.22); QEMU refuses any other."""
+
+
+def kvm_usable(path: str | os.PathLike[str] = "/dev/kvm") -> bool:
+    """Whether KVM answers on ``path`` as QEMU needs it: it opens read-write and speaks API 12.
+
+    Asked of the device, not of its permission bits: root may open anything, and a device that
+    opens but is not KVM (a bind-mounted /dev/null, a module without hardware support) makes
+    QEMU's ``-accel kvm`` fail all the same.
+    """
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        return bool(fcntl.ioctl(fd, KVM_GET_API_VERSION, 0) == KVM_API_VERSION)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
 def read_kvm(path: str | os.PathLike[str] = "/dev/kvm") -> KvmDump:
     """Ask KVM (system ioctls on ``path``) what it can give a guest; no VM is created."""
     try:
