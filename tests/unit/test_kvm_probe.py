@@ -446,6 +446,15 @@ def test_ioctl_failure_is_a_clear_error(tmp_path: Path) -> None:
         read_kvm(not_kvm)
 
 
+def test_kvm_is_not_usable_without_the_device(tmp_path: Path) -> None:
+    assert not kvm.kvm_usable(tmp_path / "kvm")
+
+
+def test_kvm_is_not_usable_from_a_device_that_is_not_kvm() -> None:
+    # Opens read-write for anyone, but answers no KVM ioctl: QEMU's -accel kvm fails on it too.
+    assert not kvm.kvm_usable("/dev/null")
+
+
 def test_read_kvm_retries_with_more_entries_on_e2big(monkeypatch: pytest.MonkeyPatch) -> None:
     sizes: list[int] = []
 
