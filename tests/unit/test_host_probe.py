@@ -102,7 +102,7 @@ def test_auto_uses_kvm_when_the_device_is_usable(root: Path, fake_kvm: str) -> N
 def test_auto_falls_back_to_cpuinfo_without_kvm_and_qemu(
     root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(api, "default_qemu_binary", lambda: None)
+    monkeypatch.setattr(api.hosts, "default_qemu_binary", lambda: None)
     said: list[str] = []
     host = api.probe_host(
         "auto", root=root, kvm_path=str(tmp_path / "no-kvm"), progress=said.append
@@ -158,6 +158,6 @@ def test_read_host_local_probes_with_auto(monkeypatch: pytest.MonkeyPatch) -> No
         seen.append(via)
         return "probed"
 
-    monkeypatch.setattr(api, "probe_host", probe)
+    monkeypatch.setattr(api.hosts, "probe_host", probe)
     assert api.read_host("local") == "probed"
     assert seen == ["auto"]

@@ -1,0 +1,147 @@
+"""Use cases for the CLI and the web layer, one module per concern, so both give the same answers.
+
+``catalogs``  which catalog; import; what a catalog says about a model
+``hosts``     probe this host, read host files, compare snapshots, pick the accelerator
+``guests``    stored guests: define and pin, lifecycle steps, the explicit CPU update
+``running``   a guest's pinned CPU in a real QEMU process that outlives the command
+``fleets``    hosts and pools, pool answers, what-if, where a guest's pin can go
+``shapes``    the JSON shape of each answer (CLI ``--json`` and the service)
+
+The names below are the package's interface: callers write ``api.open_catalog(...)`` and need
+not know which module holds a use case. Each module imports its heavy dependencies (the store,
+QMP, numpy) inside the functions that need them, so importing this package stays cheap.
+"""
+
+from cpuver.api.catalogs import (
+    Difference,
+    FamilyReport,
+    difference,
+    history,
+    import_catalog,
+    open_catalog,
+    report,
+    revisions,
+    signature_text,
+)
+from cpuver.api.fleets import (
+    GuestImpact,
+    PoolBest,
+    Targets,
+    WhatIf,
+    add_host,
+    add_host_files,
+    canonical_features,
+    every_guest_targets,
+    feature_names,
+    fleet_what_if,
+    guest_targets,
+    open_host_store,
+    pool_best,
+    pool_fleet,
+    pool_host,
+    stored_host,
+)
+from cpuver.api.guests import (
+    check_guests,
+    define_guest,
+    define_guest_text,
+    get_guest,
+    guest_transition,
+    guest_xml,
+    list_guests,
+    open_store,
+    update_guest_cpu,
+)
+from cpuver.api.hosts import (
+    KVM_DEVICE,
+    PROBE_METHODS,
+    UsabilityChange,
+    default_qemu_binary,
+    host_diff,
+    kvm_usable,
+    pick_accel,
+    probe_host,
+    probe_with_qemu,
+    read_host,
+    write_host,
+)
+from cpuver.api.running import (
+    RunningGuest,
+    launch_guest,
+    migrate_running_guest,
+    restore_running_guest,
+    run_dir,
+    running_guest,
+    save_running_guest,
+    stop_running_guest,
+)
+from cpuver.api.shapes import (
+    definitions_json,
+    host_json,
+    pool_best_json,
+    resolution_json,
+    targets_json,
+    what_if_json,
+)
+
+__all__ = [
+    "KVM_DEVICE",
+    "PROBE_METHODS",
+    "Difference",
+    "FamilyReport",
+    "GuestImpact",
+    "PoolBest",
+    "RunningGuest",
+    "Targets",
+    "UsabilityChange",
+    "WhatIf",
+    "add_host",
+    "add_host_files",
+    "canonical_features",
+    "check_guests",
+    "default_qemu_binary",
+    "define_guest",
+    "define_guest_text",
+    "definitions_json",
+    "difference",
+    "every_guest_targets",
+    "feature_names",
+    "fleet_what_if",
+    "get_guest",
+    "guest_targets",
+    "guest_transition",
+    "guest_xml",
+    "history",
+    "host_diff",
+    "host_json",
+    "import_catalog",
+    "kvm_usable",
+    "launch_guest",
+    "list_guests",
+    "migrate_running_guest",
+    "open_catalog",
+    "open_host_store",
+    "open_store",
+    "pick_accel",
+    "pool_best",
+    "pool_best_json",
+    "pool_fleet",
+    "pool_host",
+    "probe_host",
+    "probe_with_qemu",
+    "read_host",
+    "report",
+    "resolution_json",
+    "restore_running_guest",
+    "revisions",
+    "run_dir",
+    "running_guest",
+    "save_running_guest",
+    "signature_text",
+    "stop_running_guest",
+    "stored_host",
+    "targets_json",
+    "update_guest_cpu",
+    "what_if_json",
+    "write_host",
+]

@@ -1,0 +1,272 @@
+"""Fleet use cases: hosts and pools in the store, a pool's best version and its blockers, the
+pool as one host (migration-safe best), what-if changes, and where a guest's pin can go.
+
+Hosts and pools live in the guest store's database (HostStore); the fleet's matrices in
+cpuver.fleet (numpy). Both are imported inside these functions, as for guests.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from cpuver.api.guests import get_guest, list_guests
+from cpuver.api.hosts import read_host
+from cpuver.catalog import Catalog
+from cpuver.errors import HostError
+from cpuver.features import FeatureSet
+from cpuver.host.capabilities import HostCapabilities, from_json
+
+if TYPE_CHECKING:
+    from cpuver.domain.lifecycle import Guest
+    from cpuver.fleet import Fleet, PoolAnswer, WhatIfChange
+    from cpuver.store import GuestStore, HostRecord, HostStore
+
+
+def open_host_store(url: str | None = None) -> HostStore:
+    from cpuver.store import HostStore
+
+    return HostStore(url)
+
+
+def add_host_files(
+    store: HostStore,
+    files: Sequence[str],
+    pools: Sequence[str],
+    progress: Callable[[str, int, int, str], None] | None = None,
+) -> list[HostRecord]:
+    """Read each host snapshot (as :func:`read_host` does) and store it under its host name in
+    ``pools``; a host added before is refreshed (its old snapshot stays in the history).
+    Every file is read and checked before the first is stored, so a bad one stores nothing.
+    ``progress(verb, done, total, host)`` is called after each read ("read") and each store
+    ("added")."""
+    read = []
+    for done, argument in enumerate(files, 1):
+        read.append(read_host(argument))
+        if progress is not None:
+            progress("read", done, len(files), read[-1].name)
+    added = []
+    for done, host in enumerate(read, 1):
+        added.append(add_host(store, host, pools))
+        if progress is not None:
+            progress("added", done, len(read), host.name)
+    return added
+
+
+def add_host(store: HostStore, host: HostCapabilities, pools: Sequence[str]) -> HostRecord:
+    """Store a host's snapshot (normalised) in ``pools``; a known host is refreshed."""
+    return store.add(json.dumps(host.to_json(), sort_keys=True), host.name, pools)
+
+
+def stored_host(record: HostRecord) -> HostCapabilities:
+    """A stored host's current snapshot, read back."""
+    return from_json(json.loads(record.snapshot_json), f"host {record.name}")
+
+
+def pool_fleet(
+    store: HostStore,
+    pool: str,
+    catalog: Catalog,
+    accel: str = "kvm",
+    machine: str | None = None,
+    hosts: Sequence[str] | None = None,
+) -> Fleet:
+    """A :class:`~cpuver.fleet.Fleet` of the hosts of ``pool`` (only ``hosts`` of it, when
+    given), each with what it offers under ``accel`` for the catalog's QEMU release."""
+    from cpuver.fleet import Fleet
+
+    fleet = Fleet(catalog, accel, machine)
+    offers = _pool_offers(store, pool, catalog, fleet.accel, hosts)
+    fleet.set_hosts((host.name, found) for host, found in offers)
+    return fleet
+
+
+def _pool_offers(
+    store: HostStore,
+    pool: str,
+    catalog: Catalog,
+    accel: str,
+    hosts: Sequence[str] | None = None,
+) -> list[tuple[HostCapabilities, FeatureSet]]:
+    """Each stored host of ``pool`` (only ``hosts`` of it, when given) with what it offers under
+    ``accel`` for the catalog's QEMU release; a host not probed under ``accel`` is an error."""
+    from cpuver.fleet import offers_of
+
+    records = store.list(pool)
+    if hosts is not None:
+        known = {r.name for r in records}
+        unknown = [h for h in hosts if h not in known]
+        if unknown:
+            raise HostError(f"not in pool {pool!r}: {', '.join(unknown)}")
+        records = [r for r in records if r.name in set(hosts)]
+    out = []
+    for record in records:
+        host = stored_host(record)
+        found = offers_of(host, accel, catalog.release, catalog)
+        if found is None:
+            raise HostError(
+                f"host {record.name!r} of pool {pool!r} has no {accel} capabilities "
+                f"(probe it under {accel}, or choose another --accel)"
+            )
+        out.append((host, found))
+    return out
+
+
+def pool_host(
+    store: HostStore, pool: str, catalog: Catalog, accel: str = "kvm"
+) -> HostCapabilities:
+    """The pool as one host: what *every* host of ``pool`` offers under ``accel`` (the
+    intersection), so the resolver's ``version=best`` against it is the migration-safe best and
+    its blockers are the features some host of the pool lacks."""
+    offers = _pool_offers(store, pool, catalog, accel)
+    if not offers:
+        raise HostError(f"pool {pool!r} has no hosts (add some with cpuver fleet add --pool)")
+    common = frozenset.intersection(*(found for _host, found in offers))
+    vendors = {host.facts.vendor if host.facts else host.vendor for host, _found in offers}
+    if accel == "kvm" and len(vendors) > 1:
+        raise HostError(
+            f"pool {pool!r} mixes CPU vendors ({', '.join(sorted(str(v) for v in vendors))}): "
+            "KVM gives guests the host's vendor, so no CPU migrates across the pool"
+        )
+    vendor = next(iter(vendors)) if len(vendors) == 1 else None
+    return HostCapabilities(
+        f"pool {pool}", {accel: common}, vendor, f"pool {pool} ({len(offers)} hosts)"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PoolBest:
+    answer: PoolAnswer
+    held_back: Sequence[tuple[str, tuple[tuple[str, tuple[str, ...]], ...]]]
+    """Versions older than the answer that some hosts cannot run (newest first), with each such
+    host and what it lacks; only for a plain model name (a spec with feature changes: empty)."""
+
+
+def pool_best(fleet: Fleet, spec: str) -> PoolBest:
+    """The newest version of the spec's model every host of the fleet runs, what holds newer
+    versions back (which host, which features) and which older versions some hosts cannot run."""
+    from cpuver.spec import parse
+
+    answer = fleet.best(spec)
+    if parse(spec).changes or answer.best is None:
+        return PoolBest(answer, ())
+    return PoolBest(answer, fleet.held_back(answer.model))
+
+
+def feature_names(text: str | None) -> frozenset[str]:
+    """``hle,rtm`` as canonical feature names (UnknownFeature with hints for a typo)."""
+    return canonical_features((text or "").split(","))
+
+
+def canonical_features(names: Iterable[str]) -> frozenset[str]:
+    """Feature names in any accepted spelling as canonical ones (blank ones left out;
+    UnknownFeature with hints for a typo)."""
+    from cpuver.features import FeatureTable
+
+    table = FeatureTable.bundled()
+    return frozenset(table.canonical(name.strip()) for name in names if name.strip())
+
+
+@dataclass(frozen=True, slots=True)
+class GuestImpact:
+    """A stored guest that runs on ``host`` now and would not after the change."""
+
+    guest: str
+    pin: str
+    host: str
+    missing: tuple[str, ...]
+    current: bool
+    """The guest is on that host now (it could not start there again, nor migrate back)."""
+
+
+@dataclass(frozen=True, slots=True)
+class WhatIf:
+    changes: list[WhatIfChange]
+    guests: list[GuestImpact]
+    stranded: list[str]
+    """Guests that run on some host of the pool now and on none after the change."""
+
+
+def fleet_what_if(
+    host_store: HostStore,
+    guest_store: GuestStore,
+    pool: str,
+    catalog: Catalog,
+    drop: frozenset[str],
+    add: frozenset[str] = frozenset(),
+    hosts: Sequence[str] | None = None,
+    accel: str = "kvm",
+    machine: str | None = None,
+) -> WhatIf:
+    """What changes when the pool's hosts (only ``hosts``, when given) lose ``drop`` and gain
+    ``add`` (a microcode update taking TSX away, a BIOS setting): which pool answers change, and
+    which stored guests could no longer start on or migrate to which host."""
+    from cpuver.fleet import offers_of
+
+    fleet = pool_fleet(host_store, pool, catalog, accel, machine, hosts)
+    changes = fleet.what_if(drop, add)
+    scope = set(fleet.hosts)
+    records = [r for r in host_store.list(pool) if r.name in scope]
+    snapshots = {r.name: stored_host(r) for r in records}
+    impacts: list[GuestImpact] = []
+    stranded: list[str] = []
+    for guest in list_guests(guest_store):
+        pin_ = guest.pin
+        ran, runs = False, False
+        for name, snapshot in snapshots.items():
+            offered = offers_of(snapshot, pin_.accel, pin_.release, catalog)
+            if offered is None:
+                continue
+            before = pin_.on - offered
+            after = pin_.on - ((offered - drop) | add)
+            ran, runs = ran or not before, runs or not after
+            if not before and after:
+                impacts.append(
+                    GuestImpact(
+                        guest.name, pin_.name, name, tuple(sorted(after)), guest.host == name
+                    )
+                )
+        if ran and not runs:
+            stranded.append(guest.name)
+    return WhatIf(changes, impacts, stranded)
+
+
+Targets = list[tuple[str, tuple[str, ...]]]
+"""Every host with the pinned features it lacks: an empty tuple means the guest can start on it
+or migrate to it."""
+
+
+def guest_targets(
+    host_store: HostStore, guest_store: GuestStore, name: str, pool: str | None = None
+) -> Targets:
+    """Every host (of ``pool``, when given) with the pinned features of guest ``name`` it lacks."""
+    return _targets(get_guest(guest_store, name), _stored_hosts(host_store, pool))
+
+
+def every_guest_targets(
+    host_store: HostStore, guest_store: GuestStore, pool: str | None = None
+) -> list[tuple[Guest, Targets]]:
+    """:func:`guest_targets` of every stored guest, reading each host snapshot once."""
+    hosts = _stored_hosts(host_store, pool)
+    return [(guest, _targets(guest, hosts)) for guest in list_guests(guest_store)]
+
+
+def _stored_hosts(host_store: HostStore, pool: str | None) -> list[HostCapabilities]:
+    return [stored_host(record) for record in host_store.list(pool)]
+
+
+def _targets(guest: Guest, hosts: Sequence[HostCapabilities]) -> Targets:
+    from cpuver.domain import DomainError
+    from cpuver.domain.pinning import missing_on
+
+    out: Targets = []
+    for host in hosts:
+        try:
+            missing = missing_on(guest.pin, host)
+        except DomainError:
+            missing = (f"(no {guest.pin.accel} capabilities)",)
+        out.append((host.name, missing))
+    return out
+

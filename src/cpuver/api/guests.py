@@ -1,0 +1,205 @@
+"""Stored-guest use cases: define (resolve once and pin), read, lifecycle steps checked against
+hosts, the explicit CPU update, and checks of every pin against a catalog.
+
+The store (SQLAlchemy) is imported inside these functions: commands that never touch guests must
+not pay for it at start-up.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from cpuver.catalog import Catalog
+from cpuver.errors import CpuverError, HostError
+from cpuver.host.capabilities import HostCapabilities
+from cpuver.resolve import Resolver
+
+if TYPE_CHECKING:
+    from cpuver.domain.lifecycle import CpuDiff, Guest
+    from cpuver.store import GuestRecord, GuestStore
+
+
+def open_store(url: str | None = None) -> GuestStore:
+    from cpuver.store import GuestStore
+
+    return GuestStore(url)
+
+
+def _guest(record: GuestRecord) -> Guest:
+    from cpuver.domain.lifecycle import Guest
+    from cpuver.domain.pinning import Pin
+
+    pending = record.pending_json
+    return Guest(
+        name=record.name,
+        pin=Pin.from_json(json.loads(record.pin_json), f"guest {record.name}"),
+        state=record.state,  # type: ignore[arg-type]
+        host=record.host,
+        pending=Pin.from_json(json.loads(pending), f"guest {record.name}") if pending else None,
+        snapshots=tuple(json.loads(record.snapshots_json)),
+        generation=record.generation,
+    )
+
+
+def get_guest(store: GuestStore, name: str) -> Guest:
+    return _guest(store.get(name))
+
+
+def list_guests(store: GuestStore) -> list[Guest]:
+    """Every stored guest, read in one query."""
+    return [_guest(record) for record in store.list()]
+
+
+def _store_change(store: GuestStore, old: Guest, new: Guest, reason: str) -> Guest:
+    """Write ``new`` if nobody changed the guest since ``old`` was read (else ConcurrentUpdate)."""
+    pending = json.dumps(new.pending.to_json(), sort_keys=True) if new.pending else None
+    record = store.update(
+        old.name,
+        old.generation,
+        reason=reason,
+        state=new.state,
+        host=new.host,
+        pin_json=json.dumps(new.pin.to_json(), sort_keys=True),
+        fingerprint=new.pin.fingerprint,
+        pending_json=pending,
+        snapshots_json=json.dumps(list(new.snapshots)),
+    )
+    return _guest(record)
+
+
+def define_guest(
+    store: GuestStore,
+    path: Path,
+    catalog: Catalog,
+    accel: str,
+    host: HostCapabilities | None = None,
+    machine: str | None = None,
+) -> Guest:
+    """Read a domain XML or guest file, resolve its CPU fully and store the pinned guest."""
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise HostError(f"cannot read guest definition {path}: {err.strerror}") from err
+    return define_guest_text(store, text, str(path), catalog, accel, host, machine)
+
+
+def define_guest_text(
+    store: GuestStore,
+    text: str,
+    source: str,
+    catalog: Catalog,
+    accel: str,
+    host: HostCapabilities | None = None,
+    machine: str | None = None,
+) -> Guest:
+    """Like :func:`define_guest` for a definition already read (libvirt XML, JSON or TOML, told
+    apart by ``source``'s suffix or else by the text). ``host`` may be a :func:`pool_host`."""
+    from cpuver.domain.lifecycle import define
+    from cpuver.domain.pinning import pin
+    from cpuver.domain.xml import read_domain_xml, read_guest
+
+    if source.lower().endswith(".xml"):
+        wanted = read_domain_xml(text, source, catalog=catalog)
+    else:
+        wanted = read_guest(text, source)
+    if wanted.spec is None:
+        raise CpuverError(
+            f"{source}: no CPU model to pin ({'; '.join(wanted.notes) or 'no <cpu>'})"
+        )
+    chosen_machine = machine or wanted.machine
+    resolution = Resolver(catalog, chosen_machine, accel, host).resolve(wanted.spec)
+    guest = define(wanted.name, pin(resolution, catalog))
+    against = f" for {host.source}" if host is not None and host.source.startswith("pool ") else ""
+    store.define(
+        guest.name,
+        guest.state,
+        guest.pin.machine,
+        json.dumps(guest.pin.to_json(), sort_keys=True),
+        guest.pin.fingerprint,
+        reason=f"define from {Path(source).name}: {wanted.spec} -> {resolution.name}{against}",
+    )
+    return get_guest(store, guest.name)
+
+
+def guest_xml(store: GuestStore, name: str, catalog: Catalog) -> str:
+    from cpuver.domain.xml import domain_xml
+
+    guest = get_guest(store, name)
+    return domain_xml(guest.name, guest.pin.machine, guest.pin, catalog)
+
+
+def guest_transition(
+    store: GuestStore,
+    name: str,
+    action: str,
+    *,
+    host: HostCapabilities | None = None,
+    snapshot: str | None = None,
+    dry_run: bool = False,
+) -> Guest:
+    """One lifecycle step, checked (hosts must run the pinned CPU) and stored atomically;
+    ``dry_run`` only checks that it is allowed."""
+    from cpuver.domain import lifecycle
+
+    guest = get_guest(store, name)
+    if action in ("start", "migrate", "restore"):
+        if host is None:
+            raise HostError(f"{action} needs the target host's capabilities (--host/--to)")
+        step = {
+            "start": lifecycle.start,
+            "migrate": lifecycle.migrate,
+            "restore": lifecycle.restore,
+        }[action]
+        new = step(guest, host.name, host)
+        reason = f"{action} on {host.name}"
+    elif action in ("snapshot-create", "snapshot-revert"):
+        assert snapshot is not None
+        step_snap = (
+            lifecycle.snapshot_create
+            if action == "snapshot-create"
+            else (lifecycle.snapshot_revert)
+        )
+        new = step_snap(guest, snapshot)
+        reason = f"{action} {snapshot}"
+    else:
+        new = {"shutdown": lifecycle.shutdown, "save": lifecycle.save}[action](guest)
+        reason = action
+    return new if dry_run else _store_change(store, guest, new, reason)
+
+
+def update_guest_cpu(
+    store: GuestStore,
+    name: str,
+    catalog: Catalog,
+    to: str,
+    host: HostCapabilities | None,
+    accept_signature_change: bool,
+    dry_run: bool,
+) -> tuple[Guest, CpuDiff]:
+    """Re-resolve a guest's model with ``to`` (best, latest, vN) and move its pin explicitly."""
+    from cpuver.domain.lifecycle import update_cpu
+    from cpuver.domain.pinning import pin
+
+    guest = get_guest(store, name)
+    old = guest.pin
+    resolver = Resolver(catalog, old.machine, old.accel, host)
+    new_pin = pin(resolver.resolve(f"{old.model},version={to}"), catalog)
+    updated, diff = update_cpu(guest, new_pin, accept_signature_change, dry_run)
+    if updated is not guest and updated != guest:
+        updated = _store_change(store, guest, updated, f"update-cpu to {new_pin.name}")
+    return updated, diff
+
+
+def check_guests(store: GuestStore, catalog: Catalog) -> list[tuple[str, list[str]]]:
+    """Guests whose pinned version no longer exists or is deprecated in ``catalog``."""
+    from cpuver.domain.pinning import check
+
+    out = []
+    for guest in list_guests(store):
+        problems = check(guest.pin, catalog)
+        if problems:
+            out.append((guest.name, problems))
+    return out
+

@@ -1,0 +1,285 @@
+"""Host use cases: probing this host (KVM ioctls, QEMU, /proc/cpuinfo), reading host files,
+writing snapshots, comparing two snapshots, and which accelerator a command means.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from cpuver.api.catalogs import open_catalog
+from cpuver.catalog import Catalog, NameKind
+from cpuver.catalog.files import BUNDLED
+from cpuver.errors import HostError, QemuError
+from cpuver.host.capabilities import AccelOffer, HostCapabilities, from_json
+from cpuver.host.capabilities import build as build_host
+from cpuver.resolve import Resolver
+
+if TYPE_CHECKING:
+    from cpuver.host.cpuinfo import CpuInfo
+    from cpuver.host.explain import HostDiff
+
+
+def default_qemu_binary() -> Path | None:
+    found = shutil.which("qemu-system-x86_64")
+    return Path(found) if found else None
+
+
+def kvm_usable(path: str = "/dev/kvm") -> bool:
+    from cpuver.host.kvm import kvm_usable as answers
+
+    return answers(path)
+
+
+def probe_with_qemu(binary: Path, accels: Iterable[str] | None = None) -> HostCapabilities:
+    """What this host offers, as QEMU itself reports it (``host`` under KVM, ``max`` under TCG).
+
+    A single-release host (the v1 form); :func:`probe_host` gives the full snapshot.
+    """
+    from cpuver.host.qemu import QemuInstall, offered_features  # QMP stack: only when probing
+
+    install = QemuInstall(binary)
+    wanted = list(accels) if accels is not None else (["kvm", "tcg"] if kvm_usable() else ["tcg"])
+    offers: dict[str, frozenset[str]] = {}
+    vendor = None
+    provenance = {"method": "qemu", "qemu": install.version()}
+    for accel in wanted:
+        offers[accel], accel_vendor = offered_features(install, accel)
+        vendor = vendor or (accel_vendor if accel == "kvm" else None)
+    return HostCapabilities(os.uname().nodename, offers, vendor, "local", provenance)
+
+
+def read_host(argument: str, qemu_binary: Path | None = None) -> HostCapabilities:
+    """A host from a file (snapshot v1/v2 or QMP expansion reply), ``-`` (standard input) or
+    ``local`` (a live probe of this host, method chosen as by ``cpuver host probe``)."""
+    if argument == "local":
+        return probe_host("auto", [qemu_binary] if qemu_binary else ())
+    try:
+        text = sys.stdin.read() if argument == "-" else Path(argument).read_text()
+    except OSError as err:
+        raise HostError(f"cannot read host file {argument}: {err.strerror}") from err
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise HostError(
+            f"{argument}: not valid JSON at line {err.lineno} column {err.colno}: {err.msg}"
+            + (" (truncated?)" if _truncated(err, text) else "")
+        ) from err
+    return from_json(data, argument)
+
+
+def _truncated(err: json.JSONDecodeError, text: str) -> bool:
+    """The text ends inside a value (cut off while copying or writing)."""
+    return err.pos >= len(text.rstrip()) or err.msg.startswith("Unterminated string")
+
+
+PROBE_METHODS = ("auto", "kvm", "qemu", "cpuinfo")
+
+
+KVM_DEVICE = "/dev/kvm"
+
+
+TCG_FROM_CATALOG = (
+    "TCG offers the same on every host: taken from the catalog, recorded from QEMU's own filter"
+)
+
+
+KVM_NOTE = "KVM's supported CPUID and MSRs (ioctls on /dev/kvm), filtered as QEMU {release} does"
+
+
+def _now() -> str:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _release_of(build: str) -> str:
+    """``X.Y`` of a ``-version`` line (``QEMU emulator version 10.0.2 (Debian ...)``)."""
+    for word in build.split():
+        parts = word.split(".")
+        if len(parts) >= 2 and parts[0].isdigit() and parts[1].isdigit():
+            return f"{parts[0]}.{parts[1]}"
+    raise QemuError(f"cannot tell the QEMU release from {build!r}")
+
+
+def _tcg_offer(catalog: Catalog, time: str) -> AccelOffer:
+    return AccelOffer(catalog.tcg_offers, "catalog", catalog.build, time, TCG_FROM_CATALOG)
+
+
+def _auto_method(binaries: Sequence[Path], kvm_path: str) -> tuple[str, str]:
+    if kvm_usable(kvm_path):
+        return "kvm", f"{kvm_path} is usable"
+    if binaries or default_qemu_binary() is not None:
+        return "qemu", f"{kvm_path} is not usable; asking QEMU"
+    return "cpuinfo", f"{kvm_path} not usable and no qemu-system-x86_64 on PATH"
+
+
+def probe_host(
+    via: str = "auto",
+    qemu_binaries: Sequence[Path] = (),
+    progress: Callable[[str], None] | None = None,
+    root: Path = Path("/"),
+    kvm_path: str = KVM_DEVICE,
+) -> HostCapabilities:
+    """A full snapshot of this host (schema ``cpuver-host/2``).
+
+    ``via``: ``kvm`` (KVM ioctls, per bundled release; TCG from the catalog), ``qemu`` (each
+    binary's own filter; default binary: ``qemu-system-x86_64`` on PATH), ``cpuinfo``
+    (``/proc/cpuinfo`` flags, approximate) or ``auto`` (the first of those that can work here).
+    """
+    from cpuver.host import system
+    from cpuver.host.cpuinfo import read_cpuinfo
+
+    say = progress or (lambda _message: None)
+    if via not in PROBE_METHODS:
+        raise HostError(f"--via: expected one of {', '.join(PROBE_METHODS)}, got {via!r}")
+    if via == "auto":
+        via, why = _auto_method(qemu_binaries, kvm_path)
+        say(f"probing with {via} ({why})")
+    cpu = read_cpuinfo(root)
+    facts = system.read_facts(root, cpu)
+    started = _now()
+    if via == "kvm":
+        releases = _probe_kvm(kvm_path, say)
+    elif via == "qemu":
+        releases = _probe_qemu(qemu_binaries, kvm_path, say)
+    else:
+        releases = _probe_cpuinfo(cpu, say)
+    return build_host(system.host_name(root), releases, facts, "local", started, via)
+
+
+def _probe_kvm(kvm_path: str, say: Callable[[str], None]) -> dict[str, dict[str, AccelOffer]]:
+    from cpuver.host.kvm import kvm_offers, read_kvm
+
+    say(f"reading KVM's supported CPUID and MSRs from {kvm_path}")
+    dump = read_kvm(kvm_path)
+    time = _now()
+    releases: dict[str, dict[str, AccelOffer]] = {}
+    for release in BUNDLED:
+        catalog = open_catalog(release)
+        major, minor = (int(p) for p in release.split("."))
+        offers = kvm_offers(dump, catalog.known_features, (major, minor))
+        releases[release] = {
+            "kvm": AccelOffer(offers, "kvm", None, time, KVM_NOTE.format(release=release)),
+            "tcg": _tcg_offer(catalog, time),
+        }
+    return releases
+
+
+def _probe_qemu(
+    binaries: Sequence[Path], kvm_path: str, say: Callable[[str], None]
+) -> dict[str, dict[str, AccelOffer]]:
+    from cpuver.host.qemu import QemuInstall, offered_features  # QMP stack: only when probing
+
+    if not binaries:
+        found = default_qemu_binary()
+        if found is None:
+            raise QemuError("--via qemu: no qemu-system-x86_64 on PATH (give --qemu PATH)")
+        binaries = [found]
+    accels = ["kvm", "tcg"] if kvm_usable(kvm_path) else ["tcg"]
+    releases: dict[str, dict[str, AccelOffer]] = {}
+    for binary in binaries:
+        if not binary.is_file():
+            raise QemuError(f"no QEMU binary at {binary}")
+        install = QemuInstall(binary)
+        build = install.version()
+        release = _release_of(build)
+        releases[release] = {}
+        for accel in accels:
+            say(f"asking {build} ({binary}) what {accel} offers")
+            features, _vendor = offered_features(install, accel)
+            note = "QEMU's own filter: a vCPU requesting every feature, minus unavailable-features"
+            releases[release][accel] = AccelOffer(features, "qemu", build, _now(), note)
+    return releases
+
+
+def _probe_cpuinfo(cpu: CpuInfo, say: Callable[[str], None]) -> dict[str, dict[str, AccelOffer]]:
+    from cpuver.host.cpuinfo import APPROXIMATE_NOTE, cpuinfo_features
+
+    say("reading /proc/cpuinfo flags (approximate: the CPU, not what KVM offers)")
+    time = _now()
+    releases: dict[str, dict[str, AccelOffer]] = {}
+    for release in BUNDLED:
+        catalog = open_catalog(release)
+        # KVM itself supplies the paravirtual features it switches on for every model
+        # (kvmclock, kvm-pv-eoi, x2apic ...): no CPU flag shows them.
+        kvm_defaults = catalog.accelerator("kvm").defaults.on
+        features = cpuinfo_features(cpu, catalog.known_features) | kvm_defaults
+        releases[release] = {
+            "kvm": AccelOffer(features, "cpuinfo", None, time, APPROXIMATE_NOTE),
+            "tcg": _tcg_offer(catalog, time),
+        }
+    return releases
+
+
+def write_host(host: HostCapabilities, output: Path | None) -> str:
+    """The snapshot as JSON text; written to ``output`` when given."""
+    text = json.dumps(host.to_json(), indent=2) + "\n"
+    if output is not None:
+        try:
+            output.write_text(text)
+        except OSError as err:
+            raise HostError(f"cannot write {output}: {err.strerror}") from err
+    return text
+
+
+@dataclass(frozen=True, slots=True)
+class UsabilityChange:
+    release: str | None
+    accel: str
+    unusable: tuple[tuple[str, tuple[str, ...]], ...]
+    """Versions that ran on A and not on B, with what B lacks."""
+    usable: tuple[str, ...]
+    """Versions that did not run on A and run on B."""
+
+
+def host_diff(
+    a: HostCapabilities,
+    b: HostCapabilities,
+    release: str | None = None,
+    accels: Sequence[str] | None = None,
+    catalog_dir: Path | None = None,
+    overlays: Sequence[Path] = (),
+) -> tuple[HostDiff, list[UsabilityChange]]:
+    """What changed between two snapshots of one host, and which model versions of the catalog
+    (of ``release``, default: the newest both were probed for) became (un)usable because of it."""
+    from cpuver.host.explain import diff_hosts
+
+    diff = diff_hosts(a, b, release, accels)
+    changes = []
+    for accel_diff in diff.accels:
+        if not accel_diff.lost and not accel_diff.gained:
+            continue
+        catalog = open_catalog(release or accel_diff.release, catalog_dir, overlays)
+        old = Resolver(catalog, None, accel_diff.accel, a)
+        new = Resolver(catalog, None, accel_diff.accel, b)
+        unusable: list[tuple[str, tuple[str, ...]]] = []
+        usable: list[str] = []
+        for ref in catalog.names():
+            if ref.kind is not NameKind.VERSIONED:
+                continue
+            before, after = old.unavailable(ref), new.unavailable(ref)
+            if not before and after:
+                unusable.append((ref.name, after))
+            elif before and not after:
+                usable.append(ref.name)
+        changes.append(
+            UsabilityChange(accel_diff.release, accel_diff.accel, tuple(unusable), tuple(usable))
+        )
+    return diff, changes
+
+
+def pick_accel(requested: str | None, host: HostCapabilities | None) -> str:
+    """The accelerator asked for; else the host file's only one; else KVM when usable."""
+    if requested:
+        return requested
+    if host is not None and len(host.offers) == 1:
+        return next(iter(host.offers))
+    return "kvm" if kvm_usable() else "tcg"
+

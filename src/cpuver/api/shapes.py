@@ -1,0 +1,126 @@
+"""One JSON shape per answer, shared by the CLI (``--json``) and the service, so both always say
+the same thing the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from cpuver.api.fleets import stored_host
+from cpuver.models import SIGNATURE_FIELDS
+from cpuver.resolve import Resolution, Resolver
+
+if TYPE_CHECKING:
+    from cpuver.api.fleets import PoolBest, Targets, WhatIf
+    from cpuver.store import HostRecord
+
+
+def resolution_json(resolution: Resolution) -> dict[str, Any]:
+    from cpuver.emit.libvirt import cpu_xml
+    from cpuver.emit.qemu import cpu_arg
+
+    signature = resolution.definition.signature.as_dict()
+    return {
+        "spec": resolution.spec,
+        "name": resolution.name,
+        "model": resolution.model,
+        "version": resolution.version.name,
+        "machine": resolution.machine,
+        "accel": resolution.accel,
+        "rule": resolution.rule.value,
+        "reason": resolution.reason,
+        "features": sorted(resolution.definition.features),
+        "signature": {k: signature[k] for k in SIGNATURE_FIELDS},
+        "blockers": {name: list(missing) for name, missing in resolution.blockers},
+        "missing": list(resolution.missing),
+        "qemu_cpu_arg": cpu_arg(resolution),
+        "libvirt_xml": cpu_xml(resolution),
+    }
+
+
+def definitions_json(resolver: Resolver) -> list[dict[str, Any]]:
+    """``query-cpu-definitions`` as QEMU would answer it for this catalog, machine and host."""
+    catalog = resolver.catalog
+    out = []
+    for ref in catalog.names():
+        entry: dict[str, Any] = {"name": ref.name}
+        alias = catalog.alias_of(ref, resolver.machine)
+        if alias:
+            entry["alias-of"] = alias
+        if resolver.offers is not None:
+            entry["unavailable-features"] = list(resolver.unavailable(ref))
+        deprecated = ref.version.deprecated if ref.version else ref.model.deprecated
+        entry["deprecated"] = deprecated
+        entry["migration-safe"] = True
+        entry["static"] = False
+        out.append(entry)
+    return out
+
+
+def host_json(record: HostRecord) -> dict[str, Any]:
+    """One stored host as ``cpuver fleet ls --json`` and ``GET /api/hosts`` show it."""
+    host = stored_host(record)
+    return {
+        "host": record.name,
+        "pools": list(record.pools),
+        "vendor": host.facts.vendor if host.facts else host.vendor,
+        "accelerators": sorted(host.offers),
+        "releases": sorted(host.releases) if host.releases else [],
+        "snapshots": record.snapshots,
+        "updated": record.updated.isoformat(timespec="seconds"),
+    }
+
+
+def pool_best_json(pool: str, found: PoolBest) -> dict[str, Any]:
+    """As ``cpuver pool best --json`` and ``GET /api/pools/{pool}/best`` show it."""
+    answer = found.answer
+    return {
+        "pool": pool,
+        "model": answer.model,
+        "best": answer.best,
+        "hosts": list(answer.hosts),
+        "blocked": {v: {h: list(m) for h, m in hs} for v, hs in answer.blocked},
+        "held-back": {v: {h: list(m) for h, m in hs} for v, hs in found.held_back},
+    }
+
+
+def what_if_json(
+    pool: str,
+    drop: frozenset[str],
+    add: frozenset[str],
+    hosts: Sequence[str] | None,
+    outcome: WhatIf,
+) -> dict[str, Any]:
+    """As ``cpuver fleet what-if --json`` and ``POST /api/pools/{pool}/what-if`` show it."""
+    return {
+        "pool": pool,
+        "drop": sorted(drop),
+        "add": sorted(add),
+        "hosts": list(hosts) if hosts is not None else None,
+        "answers": [
+            {"model": c.model, "before": c.before, "after": c.after, "hosts": list(c.hosts)}
+            for c in outcome.changes
+        ],
+        "guests": [
+            {
+                "guest": g.guest,
+                "pin": g.pin,
+                "host": g.host,
+                "missing": list(g.missing),
+                "current": g.current,
+            }
+            for g in outcome.guests
+        ],
+        "stranded": outcome.stranded,
+    }
+
+
+def targets_json(name: str, found: Targets) -> dict[str, Any]:
+    """As ``cpuver domain targets --json`` and ``GET /api/guests/{name}/targets`` show it."""
+    return {
+        "guest": name,
+        "targets": [host for host, missing in found if not missing],
+        "blocked": {host: list(missing) for host, missing in found if missing},
+    }
+
