@@ -1,8 +1,9 @@
 """Shared test set-up: real QEMU binaries and KVM.
 
 Fixtures
-    ``qemu72``, ``qemu100``  the QEMU 7.2 / 10.0 builds (:class:`qemu_install.QemuInstall`)
-    ``qemu_release``         parametrised over both releases (test ids ``[7.2]``, ``[10.0]``)
+    ``qemu52``, ``qemu72``, ``qemu100``, ``qemu111``  the QEMU 5.2 / 7.2 / 10.0 / 11.1 builds
+                             (:class:`qemu_install.QemuInstall`)
+    ``qemu_release``         parametrised over every release (test ids ``[5.2]`` … ``[11.1]``)
     ``qemu_binary``          a function ``release -> QemuInstall`` for tests that pick at run time
 
 Tests that use any of them are marked ``qemu`` automatically. A missing (or wrong) binary skips
@@ -28,7 +29,7 @@ from postgres import postgres  # noqa: F401  (fixture, for every test)
 from qemu_install import RELEASES, QemuInstall, find, kvm_available
 from servers import client, db_url, serve  # noqa: F401  (fixtures, for every test)
 
-QEMU_FIXTURES = frozenset({"qemu72", "qemu100", "qemu_release", "qemu_binary"})
+QEMU_FIXTURES = frozenset({"qemu52", "qemu72", "qemu100", "qemu111", "qemu_release", "qemu_binary"})
 
 
 def in_ci() -> bool:
@@ -36,7 +37,7 @@ def in_ci() -> bool:
 
 
 def qemu_binary(release: str) -> QemuInstall:
-    """The QEMU build of ``release`` (``"7.2"`` or ``"10.0"``); skips (CI: fails) if missing."""
+    """The QEMU build of ``release`` (one of ``RELEASES``); skips (CI: fails) if missing."""
     found = find(release)
     if isinstance(found, QemuInstall):
         return found
@@ -51,6 +52,11 @@ def qemu_binary_fixture() -> Callable[[str], QemuInstall]:
 
 
 @pytest.fixture(scope="session")
+def qemu52() -> QemuInstall:
+    return qemu_binary("5.2")
+
+
+@pytest.fixture(scope="session")
 def qemu72() -> QemuInstall:
     return qemu_binary("7.2")
 
@@ -58,6 +64,11 @@ def qemu72() -> QemuInstall:
 @pytest.fixture(scope="session")
 def qemu100() -> QemuInstall:
     return qemu_binary("10.0")
+
+
+@pytest.fixture(scope="session")
+def qemu111() -> QemuInstall:
+    return qemu_binary("11.1")
 
 
 @pytest.fixture(scope="session", params=RELEASES)

@@ -1,11 +1,14 @@
 """Where the test set-up (``./dev setup``) puts real QEMU builds, and how tests get at them.
 
-``./dev test`` exports ``CPUVER_QEMU_7_2`` and ``CPUVER_QEMU_10_0``; without them the defaults are
-the places ``./dev setup`` installs to. Only the binary path matters: the QEMU adapter
-(``cpuver.host.qemu``) finds an unpacked build's modules and firmware from it.
+``./dev test`` exports ``CPUVER_QEMU_5_2``, ``CPUVER_QEMU_7_2``, ``CPUVER_QEMU_10_0`` and
+``CPUVER_QEMU_11_1``; without them the defaults are the places ``./dev setup`` unpacks them to
+(``~/.cache/cpuver/qemu/<release>``: 7.2 from this machine's bookworm; 5.2, 10.0 and 11.1 each in a
+root of its own with its suite's libraries). Only the binary path matters: the QEMU adapter
+(``cpuver.host.qemu``) finds an unpacked build's loader, libraries, modules and firmware from it.
 
-Tests normally use the fixtures of ``tests/conftest.py`` (``qemu72``, ``qemu100``,
-``qemu_release``); import from here for the type (``from qemu_install import QemuInstall``).
+Tests normally use the fixtures of ``tests/conftest.py`` (``qemu52``, ``qemu72``, ``qemu100``,
+``qemu111``, ``qemu_release``); import from here for the type (``from qemu_install import
+QemuInstall``).
 """
 
 from __future__ import annotations
@@ -18,10 +21,15 @@ from functools import cache
 from pathlib import Path
 
 from cpuver.host.kvm import kvm_usable
+from cpuver.host.qemu import QemuInstall as Adapter
 
-RELEASES: tuple[str, ...] = ("7.2", "10.0")
+RELEASES: tuple[str, ...] = ("5.2", "7.2", "10.0", "11.1")
+"""Every release a catalog is imported from (Debian's bullseye, bookworm, trixie and
+trixie-backports QEMU)."""
 
-ENV_VARS: dict[str, str] = {"7.2": "CPUVER_QEMU_7_2", "10.0": "CPUVER_QEMU_10_0"}
+ENV_VARS: dict[str, str] = {
+    release: f"CPUVER_QEMU_{release.replace('.', '_')}" for release in RELEASES
+}
 
 _VERSION_RE = re.compile(r"QEMU emulator version (\d+)\.(\d+)")
 
@@ -41,12 +49,10 @@ def qemu_home() -> Path:
 
 
 def default_binary(release: str) -> Path:
-    """Where ``./dev setup`` installs ``release``."""
-    if release == "7.2":
-        return qemu_home() / "7.2" / "usr" / "bin" / "qemu-system-x86_64"
-    if release == "10.0":
-        return Path("/usr/bin/qemu-system-x86_64")
-    raise ValueError(f"no QEMU {release!r} in the test set-up; known: {', '.join(RELEASES)}")
+    """Where ``./dev setup`` unpacks ``release``."""
+    if release not in RELEASES:
+        raise ValueError(f"no QEMU {release!r} in the test set-up; known: {', '.join(RELEASES)}")
+    return qemu_home() / release / "usr" / "bin" / "qemu-system-x86_64"
 
 
 def configured_binary(release: str) -> Path:
@@ -60,9 +66,15 @@ def configured_binary(release: str) -> Path:
 @cache
 def reported_release(binary: Path) -> str | None:
     """``"X.Y"`` from ``binary -version``; None when it does not run or says something else."""
+    adapter = Adapter(binary)
     try:
         proc = subprocess.run(
-            [str(binary), "-version"], capture_output=True, text=True, timeout=30, check=False
+            [*adapter.command(), "-version"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+            env=adapter.environment(),
         )
     except (OSError, subprocess.TimeoutExpired):
         return None

@@ -16,8 +16,13 @@ rebuilt without libvirt installed. To re-extract them from another release, pass
 The output is deterministic (sorted, fixed formatting, trailing newline) so that running the script
 twice gives identical bytes and a test can prove the bundled file is current.
 
+Feature names of QEMU releases newer than the facts come from fragments in the same format
+(``--more-facts``, default: ``tools/qemu_features_11.1.json``, written by
+``tools/qemu_feature_locations.py`` from a QEMU binary).
+
 Usage: python tools/build_feature_table.py QEMU_FEATURES_JSON [--output PATH]
-       [--libvirt-data PATH] [--import-libvirt X86_FEATURES_XML --libvirt-source TEXT]
+       [--more-facts FRAGMENT ...] [--libvirt-data PATH]
+       [--import-libvirt X86_FEATURES_XML --libvirt-source TEXT]
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUTPUT = REPO_ROOT / "src" / "cpuver" / "catalog" / "data" / "features.json"
 DEFAULT_LIBVIRT_DATA = Path(__file__).resolve().with_name("libvirt_x86_features.json")
+DEFAULT_MORE_FACTS = (Path(__file__).resolve().with_name("qemu_features_11.1.json"),)
 
 LINUX_SOURCE = (
     "torvalds/linux arch/x86/include/asm/cpufeatures.h "
@@ -339,12 +345,17 @@ def unjoined_libvirt_names(table: Mapping[str, Any], libvirt: Mapping[str, Any])
     return [entry["name"] for entry in libvirt["features"] if entry["name"] not in joined]
 
 
-def build_table(facts: Mapping[str, Any], libvirt: Mapping[str, Any]) -> dict[str, Any]:
-    """Join the QEMU facts with the Linux and libvirt names into the bundled table's structure."""
+def build_table(
+    facts: Mapping[str, Any],
+    libvirt: Mapping[str, Any],
+    more: Sequence[Mapping[str, Any]] = (),
+) -> dict[str, Any]:
+    """Join the QEMU facts (and fragments for newer releases) with the Linux and libvirt names
+    into the bundled table's structure."""
     linux = linux_names_by_location()
     libvirt_by_location = libvirt_names_by_location(libvirt)
     features = []
-    for fact in facts["features"]:
+    for fact in [*facts["features"], *(f for fragment in more for f in fragment["features"])]:
         locations = locations_of(fact)
         features.append(
             {
@@ -361,10 +372,13 @@ def build_table(facts: Mapping[str, Any], libvirt: Mapping[str, Any]) -> dict[st
     if len(set(names)) != len(names):
         raise ValueError("the facts list a QEMU feature name twice")
     check_libvirt_join(features, libvirt)
+    source = qemu_source(facts["about"])
+    if more:
+        source += "; newer: " + "; ".join(str(fragment["about"]) for fragment in more)
     return {
         "libvirt_source": libvirt["source"],
         "linux_source": LINUX_SOURCE,
-        "qemu_source": qemu_source(facts["about"]),
+        "qemu_source": source,
         "features": features,
     }
 
@@ -385,6 +399,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("facts", type=Path, help="path to qemu-facts/qemu-features.json")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="where to write")
+    parser.add_argument(
+        "--more-facts",
+        type=Path,
+        action="append",
+        help="facts fragment of a newer QEMU (default: tools/qemu_features_11.1.json)",
+    )
     parser.add_argument(
         "--libvirt-data",
         type=Path,
@@ -418,7 +438,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     facts = json.loads(args.facts.read_text(encoding="utf-8"))
     libvirt = json.loads(args.libvirt_data.read_text(encoding="utf-8"))
-    table = build_table(facts, libvirt)
+    more = [
+        json.loads(path.read_text(encoding="utf-8"))
+        for path in (args.more_facts or DEFAULT_MORE_FACTS)
+    ]
+    table = build_table(facts, libvirt, more)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(render(table), encoding="utf-8", newline="\n")
     linux = sum(feature["linux_name"] is not None for feature in table["features"])

@@ -11,9 +11,10 @@ only what it needs to describe QEMU releases other than the bundled builds
 - for every versioned name: its first release (``since``) and the releases that edited it later
   (``edited``); for edited versions also what QEMU registered at each of those releases
   (``as-released``: alias, note and props), so a release before an edit can be described;
-- for versions first released after the newest bundled catalog (``NEWEST_BUNDLED``): their alias,
-  note, props exactly as QEMU writes them (``[["cet-ss", "on"], ["model-id", "..."]]``) and the
-  name of the cache model they select, if any;
+- for versions first released after ``NEWEST_BUNDLED``, and for every version of a model QEMU
+  removed (no newer import has it; the imported 5.2 is its base): their alias, note, props exactly
+  as QEMU writes them (``[["cet-ss", "on"], ["model-id", "..."]]``) and the name of the cache
+  model they select, if any;
 - for models first released after the newest bundled catalog: their base definition (vendor,
   family, model, stepping, model-id, min-level, min-xlevel, base features, cache model);
 - the models QEMU removed, with the release that removed them.
@@ -49,7 +50,7 @@ def _registration(record: dict[str, Any], release: str) -> dict[str, Any]:
     }
 
 
-def _version_entry(version: dict[str, Any]) -> dict[str, Any]:
+def _version_entry(version: dict[str, Any], removed: bool = False) -> dict[str, Any]:
     since = _release(version["first_release"])
     entry: dict[str, Any] = {"since": since}
     changes = version.get("later_changes_to_this_version") or []
@@ -63,7 +64,7 @@ def _version_entry(version: dict[str, Any]) -> dict[str, Any]:
             _registration(first, _release(first["release"])),
             *(_registration(c, _release(c["release"])) for c in changes),
         ]
-    if _key(since) > NEWEST_BUNDLED:
+    if _key(since) > NEWEST_BUNDLED or removed:
         entry["alias"] = version.get("alias")
         entry["note"] = version.get("note")
         entry["props"] = version["props"]
@@ -96,7 +97,7 @@ def extract(facts: dict[str, Any]) -> dict[str, Any]:
     removed_models = [m for m in facts["deprecated_or_removed"] if "versions" in m]
     for model in [*facts["models"], *removed_models]:
         for version in model["versions"]:
-            versions[version["name"]] = _version_entry(version)
+            versions[version["name"]] = _version_entry(version, model in removed_models)
         first = _release(model["unversioned_name_first_release"])
         if _key(first) > NEWEST_BUNDLED and "base_features_v1" in model:
             models[model["name"]] = _model_entry(model)

@@ -390,7 +390,7 @@ def _common_features(before: Mapping[str, Definition], after: Mapping[str, Defin
 def _notes(install: QemuInstall, model_ids: Mapping[str, str]) -> dict[str, str]:
     """Version notes, read from ``-cpu help`` (``model-id [note]``)."""
     done = subprocess.run(
-        [str(install.binary), "-cpu", "help"],
+        [*install.command(), "-cpu", "help"],
         capture_output=True,
         text=True,
         env=install.environment(),

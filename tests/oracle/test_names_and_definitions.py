@@ -11,6 +11,7 @@ from __future__ import annotations
 import pytest
 
 from cpuver.catalog import Catalog
+from cpuver.errors import QemuError
 from cpuver.host.qemu import QemuInstall as CpuverQemuInstall
 
 from .qemu_oracle import Answers, Oracle, definition_mismatch, expected_deprecated, report
@@ -20,11 +21,17 @@ pytestmark = pytest.mark.qemu
 KVM_MACHINES = ("default", "none", "microvm", "isapc", "pc-i440fx-2.12", "pc-q35-2.12")
 """Machine types checked under KVM: the release's default (``default``), no machine, microvm
 (latest versions for bare names in 10.0, split irqchip), and legacy ones whose compat properties
-change bare names."""
+change bare names (in 11.1, which has no pc-*-2.12, its oldest pc-i440fx and pc-q35)."""
 
 
 def machine_named(catalog: Catalog, name: str) -> str:
-    return catalog.default_machine if name == "default" else name
+    if name == "default":
+        return catalog.default_machine
+    if name in catalog.machines or not name.startswith("pc-"):
+        return name
+    family = name.rsplit("-", 1)[0]
+    same = [m for m in catalog.machines.values() if m.release and m.name.startswith(family + "-")]
+    return min(same, key=lambda m: (m.release, m.name)).name
 
 
 @pytest.fixture(scope="module")
@@ -58,9 +65,21 @@ def test_bundled_catalog_is_of_the_installed_qemu_build(catalog: Catalog, oracle
     )
 
 
+def starts_under_tcg(oracle: Oracle, machine: str) -> bool:
+    try:
+        oracle.answers(machine, "tcg")
+    except QemuError:
+        return False
+    return True
+
+
 def test_machine_types_are_those_qemu_lists(catalog: Catalog, oracle: Oracle) -> None:
+    """Except machine types QEMU cannot start here (Xen's need Xen, nitro more memory): the
+    importer cannot ask them, and neither can this test."""
     listed = {str(entry["name"]): entry for entry in oracle.machine_list()}
-    assert sorted(catalog.machines) == sorted(listed)
+    assert set(catalog.machines) <= set(listed)
+    unstartable = sorted(set(listed) - set(catalog.machines))
+    assert [m for m in unstartable if starts_under_tcg(oracle, m)] == []
     problems = []
     for name, machine in sorted(catalog.machines.items()):
         alias = listed[name].get("alias")

@@ -126,7 +126,7 @@ def test_models_text_starts_with_a_header_naming_catalog_machine_and_accel(
     code, out, _err = run(capsys, "models", "--accel", "tcg")
     assert code == 0
     header = out.splitlines()[0]
-    assert header.startswith("# catalog QEMU 10.0.2")
+    assert header.startswith("# catalog QEMU 10.0.13")
     assert "machine pc-q35-10.0; accel tcg" in header
 
 

@@ -176,7 +176,7 @@ def test_missing_on_refuses_a_host_without_the_accelerator(q10: Catalog) -> None
 def test_check_reports_a_version_missing_from_the_catalog(q10: Catalog) -> None:
     pinned = pin_of(q10, "Haswell-v4")
     gone = dataclasses.replace(pinned, version="Haswell-v9")
-    assert check(gone, q10) == ["pinned version Haswell-v9 no longer exists in catalog 10.0.2"]
+    assert check(gone, q10) == ["pinned version Haswell-v9 no longer exists in catalog 10.0.13"]
     with pytest.raises(DomainError, match="does not exist in catalog"):
         qemu_cpu_arg(gone, q10)
 
@@ -192,7 +192,7 @@ def test_check_reports_a_deprecated_version(q10: Catalog) -> None:
     )
     deprecated: Version = versions[3]
     assert deprecated.deprecated
-    assert check(pinned, patched) == ["pinned version Haswell-v4 is deprecated in catalog 10.0.2"]
+    assert check(pinned, patched) == ["pinned version Haswell-v4 is deprecated in catalog 10.0.13"]
 
 
 def test_check_reports_features_an_older_catalog_does_not_know(q72: Catalog, q10: Catalog) -> None:

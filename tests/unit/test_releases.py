@@ -1,4 +1,5 @@
-"""Catalogs for QEMU releases 4.1 … 10.2: bundled, or derived from a bundled one and the history."""
+"""Catalogs for QEMU releases 4.1 … 10.2 and 11.1: imported, or derived from the imported ones and
+QEMU's history."""
 
 from __future__ import annotations
 
@@ -51,21 +52,27 @@ def props_delta(props: list[list[str]]) -> Delta:
 # ---------------------------------------------------------------------------------- which catalog
 
 
-def test_supported_releases_are_4_1_to_10_2() -> None:
+def test_supported_releases_are_4_1_to_10_2_and_the_imported_11_1() -> None:
     releases = supported_releases()
-    assert (releases[0], releases[-1], len(releases)) == ("4.1", "10.2", 20)
+    assert (releases[0], releases[-2], releases[-1], len(releases)) == ("4.1", "10.2", "11.1", 21)
 
 
-@pytest.mark.parametrize("release", ["4.0", "3.1", "10.3", "11.0", "5.3", "8", "8.1.x", "latest"])
-def test_release_outside_4_1_to_10_2_raises_unknown_release(release: str) -> None:
+@pytest.mark.parametrize(
+    "release", ["4.0", "3.1", "10.3", "11.0", "11.2", "5.3", "8", "8.1.x", "latest"]
+)
+def test_release_outside_the_described_ones_raises_unknown_release(release: str) -> None:
     with pytest.raises(UnknownRelease) as caught:
         catalog_for_release(release)
-    assert "cpuver describes QEMU 4.1 to 10.2" in str(caught.value)
+    assert "cpuver describes QEMU 4.1 to 10.2 and 11.1" in str(caught.value)
+    assert "QEMU's history ends at 10.2" in str(caught.value)
     assert caught.value.suggestions == supported_releases()
 
 
-@pytest.mark.parametrize(("release", "build"), [("7.2", "7.2.22"), ("10.0.1", "10.0.2")])
-def test_7_2_and_10_0_are_the_bundled_builds(release: str, build: str) -> None:
+@pytest.mark.parametrize(
+    ("release", "build"),
+    [("5.2", "5.2.0"), ("7.2", "7.2.22"), ("10.0.1", "10.0.13"), ("11.1", "11.1.3")],
+)
+def test_the_imported_releases_are_their_debian_builds(release: str, build: str) -> None:
     catalog = catalog_for_release(release)
     assert catalog.release == build
     assert catalog.source.startswith("bundled qemu-")
@@ -75,8 +82,11 @@ def test_a_stable_release_is_described_by_its_x_y_0_release() -> None:
     assert catalog_for_release("8.1.3").release == "8.1.0"
 
 
-@pytest.mark.parametrize(("release", "base"), [("4.1", "7.2.22"), ("9.2", "10.0.2")])
-def test_build_says_how_the_catalog_was_derived_and_from_which_build(
+@pytest.mark.parametrize(
+    ("release", "base"),
+    [("4.1", "5.2.0"), ("6.0", "7.2.22"), ("9.2", "10.0.13"), ("10.1", "11.1.3")],
+)
+def test_build_says_how_the_catalog_was_derived_and_from_the_nearest_newer_import(
     release: str, base: str
 ) -> None:
     build = catalog_for_release(release).build
@@ -163,10 +173,19 @@ def test_10_1_epyc_turin_v1_is_its_base_definition_with_hypervisor() -> None:
     }
 
 
-def test_10_1_build_counts_what_the_definitions_do_not_model() -> None:
-    build = catalog_for_release("10.1").build
-    assert "not modelled: 9 x cache model, 4 x x-force-cpuid-0x1f" in build
-    assert "the base build has no pc-*-10.1: newest is pc-q35-10.0" in build
+def test_10_1_cut_back_from_11_1_has_its_own_machine_types() -> None:
+    catalog = catalog_for_release("10.1")
+    assert catalog.default_machine == "pc-q35-10.1"
+    assert "pc-q35-10.2" not in catalog.machines
+    assert "not modelled" not in catalog.build
+
+
+def test_machine_types_the_newer_import_lost_come_from_the_older_one() -> None:
+    """QEMU 11.1 no longer has pc-*-2.6 … 5.1; 10.1 still had them, as 10.0 did."""
+    catalog = catalog_for_release("10.1")
+    assert catalog.machines["pc-i440fx-2.6"] == load(bundled_dir("10.0")).machines["pc-i440fx-2.6"]
+    assert "from QEMU emulator version 10.0.13" in catalog.build
+    assert "29 old machine types (pc-i440fx-2.6 … pc-q35-5.1)" in catalog.build
 
 
 def test_10_1_drops_the_machine_types_qemu_removed_after_10_0() -> None:
@@ -188,13 +207,37 @@ def test_a_prop_naming_an_unknown_feature_is_a_catalog_error() -> None:
 # ---------------------------------------------------------------------------------- older
 
 
+def definitions(catalog: Catalog) -> dict[str, Any]:
+    return {v.name: v.definition for model in catalog.models.values() for v in model.versions}
+
+
 def test_deriving_7_2_from_the_10_0_build_gives_every_bundled_7_2_definition() -> None:
-    """The derivation checked against a real build: 10.0.2 cut back to 7.2 equals 7.2.22."""
+    """The derivation checked against a real build: 10.0.13 cut back to 7.2 equals 7.2.22."""
     bundled = load(bundled_dir("7.2"))
     derived = derive(load(bundled_dir("10.0")), (7, 2, 0), history(), FeatureTable.bundled())
-    assert {v.name: v.definition for model in derived.models.values() for v in model.versions} == {
-        v.name: v.definition for model in bundled.models.values() for v in model.versions
-    }
+    assert definitions(derived) == definitions(bundled)
+
+
+def test_deriving_10_0_from_the_11_1_build_gives_every_upstream_10_0_definition() -> None:
+    """11.1.3 cut back to 10.0 equals 10.0.13, except Debian's backport of YongFeng-v2 (10.1)."""
+    bundled = definitions(load(bundled_dir("10.0")))
+    derived = derive(load(bundled_dir("11.1")), (10, 0, 0), history(), FeatureTable.bundled())
+    assert definitions(derived) == {n: d for n, d in bundled.items() if n != "YongFeng-v2"}
+
+
+def test_deriving_5_2_from_the_7_2_build_differs_only_where_qemu_edited_qemu64_v1() -> None:
+    """QEMU 6.1 changed qemu64's family/model/stepping (pc_compat_6_0 keeps the old one for old
+    machine types, not for qemu64-v1); Icelake-Client, removed in 7.1, needs the 5.2 import."""
+    bundled = definitions(load(bundled_dir("5.2")))
+    derived = definitions(
+        derive(load(bundled_dir("7.2")), (5, 2, 0), history(), FeatureTable.bundled())
+    )
+    assert set(bundled) - set(derived) == {"Icelake-Client-v1", "Icelake-Client-v2"}
+    differing = {n for n in derived if derived[n] != bundled[n]}
+    assert differing == {"qemu64-v1"}
+    assert Delta.between(bundled["qemu64-v1"], derived["qemu64-v1"]) == Delta(
+        signature=(("family", 15), ("model", 107), ("stepping", 1))
+    )
 
 
 def test_a_version_edited_after_its_release_is_put_back_as_first_released() -> None:
@@ -215,27 +258,36 @@ def test_machine_none_gives_the_latest_version_before_5_0(release: str) -> None:
 # ---------------------------------------------------------------------------------- counts
 
 
-@pytest.mark.parametrize("release", ["7.1", "7.2", "8.0", "8.1", "9.1", "9.2", "10.1", "10.2"])
+ALL_DERIVED_AND_7_2 = (
+    *("4.1", "4.2", "5.0", "5.1", "5.2", "6.0", "6.1", "6.2", "7.0", "7.1", "7.2"),
+    *("8.0", "8.1", "8.2", "9.0", "9.1", "9.2", "10.1", "10.2"),
+)
+
+
+@pytest.mark.parametrize("release", ALL_DERIVED_AND_7_2)
 def test_counts_match_qemus_counts(release: str) -> None:
     assert counts(catalog_for_release(release)) == facts_counts(release)
 
 
-@pytest.mark.parametrize(
-    ("release", "versions", "aliases"), [("4.1", 1, 0), ("4.2", 2, 1), ("6.1", 3, 1), ("7.0", 3, 1)]
-)
-def test_counts_before_7_1_lack_icelake_client_which_the_facts_cannot_define(
-    release: str, versions: int, aliases: int
-) -> None:
-    """Icelake-Client (removed in 7.1.0): the model, its versions and their alias are missing."""
-    expected = facts_counts(release)
+@pytest.mark.parametrize("release", ["6.0", "6.1", "6.2", "7.0"])
+def test_icelake_client_comes_from_the_5_2_import_until_qemu_removed_it(release: str) -> None:
     catalog = catalog_for_release(release)
-    assert counts(catalog) == {
-        "models": expected["models"] - 1,
-        "versions": expected["versions"] - versions,
-        "alias-names": expected["alias-names"] - aliases,
+    icelake = catalog.models["Icelake-Client"].versions
+    assert (
+        icelake[0].definition
+        == load(bundled_dir("5.2")).models["Icelake-Client"].versions[0].definition
+    )
+    assert "from QEMU emulator version 5.2.0" in catalog.build
+    assert "Icelake-Client" not in catalog_for_release("7.1").models
+
+
+def test_11_1_has_the_versions_newer_than_qemus_history() -> None:
+    catalog = catalog_for_release("11.1")
+    new = {v.name for m in catalog.models.values() for v in m.versions if v.since is None}
+    assert {"DiamondRapids-v1", "EPYC-Turin-v2", "SapphireRapids-v5", "GraniteRapids-v4"} <= new
+    assert not new & {
+        v.name for m in catalog_for_release("10.2").models.values() for v in m.versions
     }
-    plural = "s" if versions > 1 else ""
-    assert f"Icelake-Client ({versions} version{plural}, removed in 7.1.0)" in catalog.build
 
 
 def test_10_0_counts_have_debians_backported_yongfeng_v2() -> None:

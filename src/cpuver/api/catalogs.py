@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cpuver.catalog import Catalog, NameKind
-from cpuver.catalog.files import BUNDLED, bundled_dir, load
+from cpuver.catalog.files import BUNDLED, DEFAULT_RELEASE, bundled_dir, load
 from cpuver.catalog.overlay import apply_overlay
 from cpuver.catalog.releases import catalog_for_release
 from cpuver.errors import NotRunnable, QemuError, UnknownRelease
@@ -30,8 +30,8 @@ def _bundled(release: str) -> Catalog:
 def open_catalog(
     release: str | None = None, directory: Path | None = None, overlays: Sequence[Path] = ()
 ) -> Catalog:
-    """The catalog to work with: a directory, a bundled release (default: the newest), overlays."""
-    catalog = load(directory) if directory is not None else _catalog_for(release or BUNDLED[-1])
+    """The catalog to work with: a directory, a release (default: ``DEFAULT_RELEASE``), overlays."""
+    catalog = load(directory) if directory is not None else _catalog_for(release or DEFAULT_RELEASE)
     for overlay in overlays:
         catalog = apply_overlay(catalog, overlay)
     return catalog
@@ -161,4 +161,3 @@ def import_catalog(binary: Path, output: Path, progress: Any = None) -> Catalog:
     catalog = run_import(QemuInstall(binary), progress)
     dump(catalog, output)
     return catalog
-

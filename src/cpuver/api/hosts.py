@@ -56,14 +56,23 @@ def probe_with_qemu(binary: Path, accels: Iterable[str] | None = None) -> HostCa
 
 
 def read_host(argument: str, qemu_binary: Path | None = None) -> HostCapabilities:
-    """A host from a file (snapshot v1/v2 or QMP expansion reply), ``-`` (standard input) or
-    ``local`` (a live probe of this host, method chosen as by ``cpuver host probe``)."""
+    """A host from a file (snapshot v1/v2, QEMU's QMP replies, libvirt's QEMU capabilities
+    cache), ``-`` (standard input) or ``local`` (a live probe of this host, method chosen as by
+    ``cpuver host probe``)."""
     if argument == "local":
         return probe_host("auto", [qemu_binary] if qemu_binary else ())
     try:
         text = sys.stdin.read() if argument == "-" else Path(argument).read_text()
     except OSError as err:
         raise HostError(f"cannot read host file {argument}: {err.strerror}") from err
+    except UnicodeDecodeError as err:
+        raise HostError(f"{argument}: not a text file (byte {err.start} is not UTF-8)") from err
+    # QMP replies and libvirt's capabilities cache, read with QEMU's rules (api.evidence).
+    from cpuver.api.evidence import host_from_evidence, read_evidence
+
+    evidence = read_evidence(text, argument)
+    if evidence is not None:
+        return host_from_evidence(evidence)
     try:
         data = json.loads(text)
     except json.JSONDecodeError as err:
@@ -282,4 +291,3 @@ def pick_accel(requested: str | None, host: HostCapabilities | None) -> str:
     if host is not None and len(host.offers) == 1:
         return next(iter(host.offers))
     return "kvm" if kvm_usable() else "tcg"
-

@@ -35,11 +35,15 @@ from cpuver.models import (
 )
 
 FORMAT = 1
-BUNDLED = ("7.2", "10.0")
+BUNDLED = ("5.2", "7.2", "10.0", "11.1")
+"""Catalogs imported from a real QEMU build of every QEMU release Debian ships (bullseye's 5.2,
+bookworm's 7.2, trixie's 10.0, trixie-backports' 11.1), oldest first."""
+DEFAULT_RELEASE = "10.0"
+"""The catalog commands use without ``--qemu``: Debian 13's own QEMU."""
 
 
 def bundled_dir(release: str) -> Path:
-    """The directory of a bundled catalog (``7.2`` or ``10.0``)."""
+    """The directory of a bundled catalog (``5.2``, ``7.2``, ``10.0`` or ``11.1``)."""
     if release not in BUNDLED:
         raise UnknownRelease(release, BUNDLED)
     return Path(str(resources.files("cpuver.catalog") / "data" / f"qemu-{release}"))

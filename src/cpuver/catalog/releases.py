@@ -62,10 +62,10 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from cpuver.catalog import Catalog
+from cpuver.catalog import Accelerator, Catalog
 from cpuver.catalog.files import BUNDLED, bundled_dir, load
 from cpuver.errors import CatalogError, UnknownFeature, UnknownRelease
-from cpuver.features import CpuidBit, FeatureTable
+from cpuver.features import CpuidBit, FeatureSet, FeatureTable
 from cpuver.models import (
     BareRule,
     Definition,
@@ -75,6 +75,7 @@ from cpuver.models import (
     Signature,
     SignatureValue,
     Version,
+    machine_release,
     split_versioned_name,
 )
 
@@ -105,12 +106,15 @@ Release = tuple[int, int, int]
 
 
 def supported_releases() -> tuple[str, ...]:
-    """Every QEMU release cpuver can describe, as ``X.Y`` (oldest first)."""
-    return tuple(release.removesuffix(".0") for release in _history()["releases"])
+    """Every QEMU release cpuver can describe, as ``X.Y`` (oldest first): those of QEMU's
+    history and every imported one (11.1 is newer than the history)."""
+    known = {_key(release) for release in _history()["releases"]}
+    known |= {_key(f"{short}.0") for short in BUNDLED}
+    return tuple(f"{major}.{minor}" for major, minor, _micro in sorted(known))
 
 
 def catalog_for_release(release: str) -> Catalog:
-    """The catalog of QEMU ``release`` (``X.Y`` or ``X.Y.Z``, 4.1 … 10.2)."""
+    """The catalog of QEMU ``release`` (``X.Y`` or ``X.Y.Z``, 4.1 … 10.2, 11.1)."""
     target = _parse(release)
     short = f"{target[0]}.{target[1]}"
     if short in BUNDLED:
@@ -142,17 +146,22 @@ def _key(release: str) -> Release:
 
 
 def _parse(release: str) -> Release:
-    known = [_key(r) for r in _history()["releases"]]
+    known = [_key(f"{r}.0") for r in supported_releases()]
     match = _RELEASE.match(release.strip())
     if match is not None:
         target = (int(match["major"]), int(match["minor"]), 0)
         if target in known:
             return target
     supported = supported_releases()
+    history_end = _history()["releases"][-1].removesuffix(".0")
+    later = [r for r in supported if _key(f"{r}.0") > _key(f"{history_end}.0")]
     error = UnknownRelease(release, supported)
     error.args = (
         f"unknown QEMU release {release!r}: cpuver describes QEMU {supported[0]} to "
-        f"{supported[-1]} ({', '.join(supported)})",
+        f"{history_end}"
+        + (f" and {', '.join(later)}" if later else "")
+        + f" ({', '.join(supported)}); QEMU's history ends at {history_end}, so releases "
+        "after it are known only as imported",
     )
     raise error
 
@@ -163,9 +172,23 @@ def _base_for(target: Release) -> str:
     return min(newer, key=lambda s: _key(f"{s}.0")) if newer else BUNDLED[-1]
 
 
+def _older_for(target: Release, base: str) -> str | None:
+    """The nearest bundled catalog older than ``target`` (other than ``base``), if any."""
+    older = [s for s in BUNDLED if _key(f"{s}.0") < target and s != base]
+    return max(older, key=lambda s: _key(f"{s}.0")) if older else None
+
+
 @cache
 def _derived(target: Release) -> Catalog:
-    return derive(_bundled(_base_for(target)), target, _history(), FeatureTable.bundled())
+    base = _base_for(target)
+    older = _older_for(target, base)
+    return derive(
+        _bundled(base),
+        target,
+        _history(),
+        FeatureTable.bundled(),
+        _bundled(older) if older is not None else None,
+    )
 
 
 # ---------------------------------------------------------------------------------- deriving
@@ -180,15 +203,27 @@ class _Notes:
     built: list[str] = field(default_factory=list)
     ignored: dict[str, int] = field(default_factory=dict)
     left_out: list[str] = field(default_factory=list)
+    older_models: list[str] = field(default_factory=list)
+    rules: list[str] = field(default_factory=list)
+    older_machines: list[str] = field(default_factory=list)
 
     def ignore(self, what: str) -> None:
         self.ignored[what] = self.ignored.get(what, 0) + 1
 
 
 def derive(
-    base: Catalog, target: Release, history: Mapping[str, Any], table: FeatureTable
+    base: Catalog,
+    target: Release,
+    history: Mapping[str, Any],
+    table: FeatureTable,
+    older: Catalog | None = None,
 ) -> Catalog:
-    """The catalog of upstream QEMU ``target`` (X.Y.0), derived from ``base`` and ``history``."""
+    """The catalog of upstream QEMU ``target`` (X.Y.0), derived from ``base`` and ``history``.
+
+    ``older``, an imported catalog of a release before ``target``, gives what ``base`` no longer
+    has: models QEMU removed between the two (Icelake-Client, removed in 7.1.0) and old machine
+    types (pc-*-2.6 … 5.1 are gone in 11.1).
+    """
     notes = _Notes()
     base_release = _base_release(base)
     models: dict[str, Model] = {}
@@ -196,18 +231,23 @@ def derive(
         versions = _kept_versions(model, target, base_release, history, table, notes)
         if versions:
             models[model.name] = Model(model.name, versions, model.deprecated)
+    if older is not None:
+        _add_removed_models(models, older, target, history, table, notes)
     _add_missing_versions(models, base, target, history, table, notes)
-    machines = _machines(base, target)
+    _edit_base_definitions(models, target, notes)
+    machines = _machines(base, target, older, notes)
+    known = _known_features(base, target, table)
+    accelerators = _accelerators(base, target, table, notes)
     release = ".".join(str(part) for part in target)
-    build = _build_line(base, release, machines, target, notes)
+    build = _build_line(base, release, machines, target, notes, older)
     return Catalog(
         release=release,
         build=build,
         models=dict(sorted(models.items())),
         machines=machines,
-        accelerators=base.accelerators,
-        tcg_offers=base.tcg_offers,
-        known_features=base.known_features,
+        accelerators=accelerators,
+        tcg_offers=base.tcg_offers & known,
+        known_features=known,
         source=f"derived qemu-{target[0]}.{target[1]} from {base.source}",
     )
 
@@ -221,8 +261,33 @@ def _since(name: str, history: Mapping[str, Any], fallback: str | None) -> Relea
     entry = history["versions"].get(name)
     since = entry["since"] if entry is not None else fallback
     if since is None:
-        raise CatalogError(HISTORY, f"no first release known for {name}")
+        # QEMU's history is complete up to its last release: a version it does not know (one of
+        # the 11.1 import's newest) came later.
+        last = max(_key(release) for release in history["releases"])
+        return last[0], last[1], last[2] + 1
     return _key(since)
+
+
+def _add_removed_models(
+    models: dict[str, Model],
+    older: Catalog,
+    target: Release,
+    history: Mapping[str, Any],
+    table: FeatureTable,
+    notes: _Notes,
+) -> None:
+    """Models QEMU removed after ``target`` (the base lacks them), as ``older`` imported them."""
+    removed = {
+        name: _key(entry["removed"]) for name, entry in history.get("removed-models", {}).items()
+    }
+    older_release = _base_release(older)
+    for name, removal in sorted(removed.items()):
+        if removal <= target or name in models or name not in older.models:
+            continue
+        versions = _kept_versions(older.models[name], target, older_release, history, table, notes)
+        if versions:
+            models[name] = Model(name, versions, older.models[name].deprecated)
+            notes.older_models.append(f"{name} ({len(versions)} versions)")
 
 
 def _kept_versions(
@@ -356,8 +421,10 @@ def _add_missing_versions(
     table: FeatureTable,
     notes: _Notes,
 ) -> None:
-    """Versions that existed at ``target`` but not in the base build: built from the facts."""
+    """Versions that existed at ``target`` but not in the base build (nor taken from an older
+    one): built from the facts."""
     in_base = {version.name for model in base.models.values() for version in model.versions}
+    in_base |= {version.name for model in models.values() for version in model.versions}
     removed = {
         name: _key(entry["removed"]) for name, entry in history.get("removed-models", {}).items()
     }
@@ -404,7 +471,7 @@ def _extended(
         else:
             previous = _base_definition(name, history["models"][name], table, notes)
         definition = _with_levels(
-            previous.apply(_props_delta(entry["props"], table, where, notes)),
+            _dependencies(previous.apply(_props_delta(entry["props"], table, where, notes)), table),
             table,
             previous.signature,
         )
@@ -424,6 +491,123 @@ def _extended(
         )
         notes.built.append(version_name)
     return Model(name, tuple(versions), model.deprecated if model is not None else False)
+
+
+_DEPENDENCIES = (
+    ("vmx", "FEAT_VMX_"),
+    ("svm", "FEAT_SVM"),
+    ("arch-capabilities", "FEAT_ARCH_CAPABILITIES"),
+    ("core-capability", "FEAT_CORE_CAPABILITY"),
+    ("pdcm", "FEAT_PERF_CAPABILITIES"),
+)
+"""QEMU's feature_dependencies (target/i386/cpu.c, 5.2 to 10.0): a feature word exists only while
+the bit it depends on is on (vmx -> VMX controls, svm -> SVM features, arch-capabilities ->
+its MSR bits ...); x86_cpu_expand_features drops it otherwise, so a static expansion never
+shows it."""
+
+
+def _dependencies(definition: Definition, table: FeatureTable) -> Definition:
+    """``definition`` without the features whose parent bit is off."""
+    dropped = frozenset(
+        feature
+        for parent, word in _DEPENDENCIES
+        if parent not in definition.features
+        for feature in definition.features
+        if _word(table, feature).startswith(word)
+    )
+    return (
+        Definition(definition.signature, definition.features - dropped) if dropped else definition
+    )
+
+
+_SVM_MASKED_SINCE = (5, 1, 0)
+"""Before 5.1 a model kept its SVM features under KVM with svm off (KVM's default): only "i386: Mask
+SVM features if nested SVM is disabled" (Eduardo Habkost, 2020-06, merged for 5.1) made svm a
+feature dependency of them. libvirt's recorded answers of QEMU 4.1, 4.2 and 5.0 on an Intel host
+refuse npt and nrip-save for the EPYC models under KVM."""
+
+
+def _accelerators(
+    base: Catalog, target: Release, table: FeatureTable, notes: _Notes
+) -> Mapping[str, Accelerator]:
+    """The base's accelerator defaults as ``target`` applied them."""
+    kvm = base.accelerators.get("kvm")
+    if kvm is None or target >= _SVM_MASKED_SINCE:
+        return base.accelerators
+    kept = frozenset(f for f in kvm.defaults.off if _word(table, f).startswith("FEAT_SVM"))
+    if not kept:
+        return base.accelerators
+    defaults = Delta(kvm.defaults.on, kvm.defaults.off - kept, kvm.defaults.signature)
+    notes.rules.append(
+        f"under KVM, svm off keeps a model's SVM features ({', '.join(sorted(kept))}) "
+        "as before QEMU 5.1"
+    )
+    return {**base.accelerators, "kvm": replace(kvm, defaults=defaults)}
+
+
+@dataclass(frozen=True, slots=True)
+class _BaseEdit:
+    """A change QEMU made to a model's base definition without a new version: every version of
+    ``model`` had ``delta`` applied in the releases ``first`` … ``last``."""
+
+    model: str
+    delta: Delta
+    first: Release
+    last: Release
+    why: str
+
+
+_BASE_EDITS = (
+    _BaseEdit(
+        "Cooperlake",
+        Delta(on=frozenset({"avx-vnni"})),
+        (6, 1, 0),
+        (6, 1, 0),
+        "QEMU 6.1.0 gave Cooperlake avx-vnni; 6.2 removed it again (i386/cpu: Remove AVX_VNNI "
+        "feature from Cooperlake cpu model, Yang Zhong, 2021-08); libvirt's recorded 6.1.0 "
+        "answers refuse it",
+    ),
+    _BaseEdit(
+        "qemu64",
+        Delta(signature=(("family", 6), ("model", 6), ("stepping", 3))),
+        (4, 1, 0),
+        (6, 0, 0),
+        "qemu64 was family 6 model 6 stepping 3 until QEMU 6.1 (pc_compat_6_0 keeps it for old "
+        "machine types; the 5.2 import has it)",
+    ),
+)
+
+
+def _edit_base_definitions(models: dict[str, Model], target: Release, notes: _Notes) -> None:
+    for edit in _BASE_EDITS:
+        model = models.get(edit.model)
+        if model is None or not edit.first <= target <= edit.last:
+            continue
+        versions = tuple(
+            replace(v, definition=v.definition.apply(edit.delta)) for v in model.versions
+        )
+        if versions != model.versions:
+            models[edit.model] = replace(model, versions=versions)
+            notes.rules.append(edit.why)
+
+
+def _known_features(base: Catalog, target: Release, table: FeatureTable) -> FeatureSet:
+    """The base's feature names that existed at ``target`` (the feature table's first release)."""
+    known = set()
+    for name in base.known_features:
+        since = table.get(name).since if name in table else None
+        first = _feature_since(since)
+        if first is None or first <= target:
+            known.add(name)
+    return frozenset(known)
+
+
+def _feature_since(since: str | None) -> Release | None:
+    """``v5.0.0`` -> (5, 0, 0); ``<=v1.1.0`` (known to exist by then) -> (1, 1, 0)."""
+    match = re.search(r"v([0-9]+)\.([0-9]+)\.([0-9]+)", since or "")
+    if match is None:
+        return None
+    return int(match[1]), int(match[2]), int(match[3])
 
 
 def _base_definition(
@@ -479,13 +663,21 @@ def _with_levels(definition: Definition, table: FeatureTable, floor: Signature) 
     return definition.apply(Delta(signature=tuple(changes)))
 
 
-def _machines(base: Catalog, target: Release) -> dict[str, MachineType]:
+def _machines(
+    base: Catalog, target: Release, older: Catalog | None, notes: _Notes
+) -> dict[str, MachineType]:
     newest = (target[0], target[1])
     machines = {
         name: machine
         for name, machine in base.machines.items()
         if machine.release is None or (machine.release <= newest and _exists(machine, target))
     }
+    if older is not None:
+        oldest = min((m.release for m in machines.values() if m.release), default=newest)
+        for name, machine in older.machines.items():
+            if machine.release and machine.release < oldest and _exists(machine, target):
+                machines[name] = replace(machine, alias=None)
+                notes.older_machines.append(name)
     for name, machine in base.machines.items():
         if machine.alias is None or name in machines:
             continue
@@ -519,6 +711,7 @@ def _build_line(
     machines: Mapping[str, MachineType],
     target: Release,
     notes: _Notes,
+    older: Catalog | None = None,
 ) -> str:
     parts = [f"derived for QEMU {release} from {base.build} using QEMU's version history"]
     if notes.dropped:
@@ -534,6 +727,17 @@ def _build_line(
         parts.append(
             f"left out for lack of a base definition in the facts: {', '.join(notes.left_out)}"
         )
+    parts += notes.rules
+    if older is not None and (notes.older_models or notes.older_machines):
+        taken = list(notes.older_models)
+        if notes.older_machines:
+            ordered = sorted(notes.older_machines, key=lambda n: machine_release(n) or (0, 0))
+            taken.append(
+                f"{len(ordered)} old machine types ({ordered[0]} … {ordered[-1]})"
+                if len(ordered) > 1
+                else ordered[0]
+            )
+        parts.append(f"from {older.build}: {', '.join(taken)}")
     pc = [m for m in machines.values() if m.release is not None]
     newest = max(pc, key=lambda m: (m.release or (0, 0), m.name)).name if pc else "none"
     if not any(m.release == (target[0], target[1]) for m in pc):

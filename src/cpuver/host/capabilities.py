@@ -31,9 +31,10 @@ from cpuver.features import FeatureSet, FeatureTable
 SNAPSHOT_SCHEMA = "cpuver-host/2"
 SNAPSHOT_SCHEMA_V1 = "cpuver-host/1"
 READABLE_SCHEMAS = (SNAPSHOT_SCHEMA_V1, SNAPSHOT_SCHEMA)
-METHODS = ("kvm", "qemu", "cpuinfo", "catalog")
+METHODS = ("kvm", "qemu", "cpuinfo", "catalog", "qmp", "libvirt")
 """How an accelerator's offers were found: KVM ioctls, QEMU's own filter, /proc/cpuinfo flags
-(approximate), or the catalog (TCG offers the same on every host)."""
+(approximate), the catalog (TCG offers the same on every host), QMP replies a management layer
+kept, or libvirt's QEMU capabilities cache (both read with QEMU's rules, host.evidence)."""
 _MODEL_ACCELERATOR = {"host": "kvm", "max": "tcg"}
 _SCHEMA_PREFIX = "cpuver-host/"
 
@@ -48,6 +49,8 @@ class AccelOffer:
     """The QEMU build (``-version`` line) that was asked, when one was."""
     time: str | None = None
     note: str | None = None
+    unknown: Mapping[str, str] = field(default_factory=dict)
+    """Features the evidence cannot tell offered or not, with why; never counted as offered."""
 
     @property
     def approximate(self) -> bool:
@@ -98,6 +101,8 @@ class HostCapabilities:
     facts: HostFacts | None = None
     probed: str | None = None
     method: str | None = None
+    unknown: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    """For a host without releases: per accelerator, features its evidence cannot decide."""
 
     def release_for(self, release: str | None) -> str | None:
         """The probed release to use for a catalog of ``release`` ("X.Y"): that one if probed,
@@ -113,6 +118,13 @@ class HostCapabilities:
     def offer(self, accel: str, release: str | None = None) -> AccelOffer | None:
         chosen = self.release_for(release)
         return self.releases[chosen].get(accel) if chosen is not None else None
+
+    def unknown_for(self, accel: str, release: str | None = None) -> Mapping[str, str]:
+        """Features ``accel`` may or may not offer (the evidence cannot tell), with why."""
+        if not self.releases:
+            return self.unknown.get(accel, {})
+        found = self.offer(accel, release)
+        return found.unknown if found is not None else {}
 
     def offered(self, accel: str, release: str | None = None) -> FeatureSet | None:
         """What ``accel`` offers; for a catalog of ``release`` ("X.Y") when several were probed."""
@@ -142,8 +154,7 @@ class HostCapabilities:
         out["vulnerabilities"] = dict(sorted(facts.vulnerabilities.items()))
         out["releases"] = {
             release: {
-                accel: {"features": sorted(offer.features), "provenance": offer.provenance()}
-                for accel, offer in sorted(self.releases[release].items())
+                accel: _offer_json(offer) for accel, offer in sorted(self.releases[release].items())
             }
             for release in sorted(self.releases, key=_release_key)
         }
@@ -159,6 +170,13 @@ class HostCapabilities:
         if self.provenance:
             out["provenance"] = dict(sorted(self.provenance.items()))
         return out
+
+
+def _offer_json(offer: AccelOffer) -> dict[str, Any]:
+    out: dict[str, Any] = {"features": sorted(offer.features), "provenance": offer.provenance()}
+    if offer.unknown:
+        out["unknown"] = dict(sorted(offer.unknown.items()))
+    return out
 
 
 def build(
@@ -241,6 +259,13 @@ def _features(names: Any, where: str, table: FeatureTable) -> FeatureSet:
         return table.canonical_set(names)
     except UnknownFeature as err:
         raise HostError(f"{where}: unknown feature {err.name!r}") from err
+
+
+def _unknown(data: Any, where: str, table: FeatureTable) -> dict[str, str]:
+    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+        raise HostError(f"{where}: expected an object of feature -> why it is unknown")
+    _features(list(data), where, table)  # every key must be a known feature
+    return {table.canonical(name): why for name, why in data.items()}
 
 
 def _host_name(data: dict[str, Any], source: str) -> str:
@@ -336,6 +361,7 @@ def _from_snapshot_v2(data: dict[str, Any], source: str, table: FeatureTable) ->
                 _optional(provenance, "qemu", str, pwhere),
                 _optional(provenance, "time", str, pwhere),
                 _optional(provenance, "note", str, pwhere),
+                _unknown(entry.get("unknown", {}), f"{where}.unknown", table),
             )
     return build(
         name,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -33,9 +34,24 @@ CONNECT_ATTEMPTS = 50
 UNIX_PATH_MAX = 108
 
 
+_LOADERS = (
+    "lib64/ld-linux-x86-64.so.2",
+    "usr/lib64/ld-linux-x86-64.so.2",
+    "usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2",
+    "lib/x86_64-linux-gnu/ld-linux-x86-64.so.2",
+)
+"""Where a Debian suite's libc6 puts the dynamic loader (relative to the root it is unpacked in)."""
+_LIBRARY_DIRS = ("usr/lib/x86_64-linux-gnu", "lib/x86_64-linux-gnu")
+
+
 @dataclass(frozen=True, slots=True)
 class QemuInstall:
-    """A QEMU binary and, for unpacked trees (``<root>/usr/bin/...``), its modules and firmware."""
+    """A QEMU binary and, for unpacked trees (``<root>/usr/bin/...``), its modules and firmware.
+
+    A root that holds its own C library too (a QEMU of another Debian suite, unpacked with every
+    library it needs) is run through that root's dynamic loader with the root's libraries, so
+    none of this machine's own libraries is mixed in.
+    """
 
     binary: Path
 
@@ -45,6 +61,24 @@ class QemuInstall:
         if usr.name != "usr" or usr.parent == Path("/"):
             return None
         return usr.parent
+
+    def loader(self) -> Path | None:
+        """The root's own ``ld-linux-x86-64.so.2``, when the binary's root has one."""
+        root = self._root
+        if root is None:
+            return None
+        for candidate in _LOADERS:
+            if (root / candidate).exists():
+                return root / candidate
+        return None
+
+    def command(self) -> list[str]:
+        """The argv prefix that runs this QEMU (the binary, or the root's loader and the binary)."""
+        loader, root = self.loader(), self._root
+        if loader is None or root is None:
+            return [str(self.binary)]
+        libraries = ":".join(str(root / sub) for sub in _LIBRARY_DIRS)
+        return [str(loader), "--library-path", libraries, str(self.binary.resolve())]
 
     def environment(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -67,7 +101,7 @@ class QemuInstall:
         """The first line of ``-version`` (``QEMU emulator version 10.0.2 (Debian ...)``)."""
         try:
             done = subprocess.run(
-                [str(self.binary), "-version"],
+                [*self.command(), "-version"],
                 capture_output=True,
                 text=True,
                 timeout=30,
@@ -132,7 +166,7 @@ class QmpSession:
 
     def argv(self, socket_path: Path) -> list[str]:
         return [
-            str(self.install.binary),
+            *self.install.command(),
             *self.install.firmware_args(),
             "-machine",
             self.machine,
@@ -329,10 +363,28 @@ def offered_features(
         for name in known
         if accel != "kvm" or all(isinstance(loc, CpuidBit) for loc in table.get(name).locations)
     ]
+    missing, warnings = _unavailable(install, accel, requested)
+    # QEMU 11 refuses features that conflict with each other when both are asked for (MPX and
+    # APX share XSAVE state: "this feature conflicts with APX: ...mpx"); asked alone, each may run.
+    for name in sorted({m[1] for line in warnings if (m := _CONFLICT.search(line))} & missing):
+        if name in table and not _unavailable(install, accel, [table.canonical(name)])[0]:
+            missing.discard(name)
+    offered = (frozenset(requested) - missing) | (from_expansion - frozenset(requested))
+    vendor = props.get("vendor")
+    return offered, vendor if isinstance(vendor, str) else None
+
+
+_CONFLICT = re.compile(r"this feature conflicts with \S+: \S+\.([A-Za-z0-9_.-]+) \[bit")
+"""``warning: this feature conflicts with APX: CPUID[eax=07h,ecx=00h].EBX.mpx [bit 14]``."""
+
+
+def _unavailable(
+    install: QemuInstall, accel: str, requested: Sequence[str]
+) -> tuple[set[str], list[str]]:
+    """QEMU's ``unavailable-features`` of a vCPU from ``base`` asking for ``requested``, and what
+    QEMU warned meanwhile."""
     cpu = ",".join(["base", *(f"{name}=on" for name in requested)])
     with QmpSession(install, "pc", accel, cpu=cpu) as session:
         path = session.command("query-cpus-fast")[0]["qom-path"]
         missing = set(session.command("qom-get", path=path, property="unavailable-features"))
-    offered = (frozenset(requested) - missing) | (from_expansion - frozenset(requested))
-    vendor = props.get("vendor")
-    return offered, vendor if isinstance(vendor, str) else None
+        return missing, session.stderr_lines()
