@@ -61,6 +61,9 @@ class Resolution:
     missing: tuple[str, ...] = ()
     """Features of the chosen definition the host lacks (only when a host was given)."""
     enforce: bool = False
+    unknown: tuple[tuple[str, str], ...] = ()
+    """Blockers (of the choice or of rejected versions) the host's evidence cannot decide, with
+    why: counted as missing, never guessed offered."""
 
     @property
     def model(self) -> str:
@@ -100,6 +103,8 @@ class Resolver:
             # TCG offers the same everywhere: the catalog records it from QEMU's own filter.
             self.offers = catalog.tcg_offers
         self.host_vendor = host.vendor if host else None
+        self.unknown = host.unknown_for(self.accel, release) if host else {}
+        """Features the host's evidence cannot tell offered or not (never in ``offers``)."""
         self._unavailable: dict[str, tuple[str, ...]] = {}
 
     def _where(self) -> str:
@@ -275,6 +280,8 @@ class Resolver:
         missing: tuple[str, ...] = (),
     ) -> Resolution:
         changes = Delta.between(self.effective(self._versioned(version)), definition)
+        blocking = set(missing).union(*(m for _n, m in blockers))
+        unknown = tuple((f, self.unknown[f]) for f in sorted(blocking) if f in self.unknown)
         return Resolution(
             spec=text,
             name=name or version.name,
@@ -288,4 +295,5 @@ class Resolver:
             blockers=tuple(blockers),
             missing=missing,
             enforce=spec.enforce,
+            unknown=unknown,
         )

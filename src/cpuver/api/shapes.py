@@ -34,6 +34,7 @@ def resolution_json(resolution: Resolution) -> dict[str, Any]:
         "signature": {k: signature[k] for k in SIGNATURE_FIELDS},
         "blockers": {name: list(missing) for name, missing in resolution.blockers},
         "missing": list(resolution.missing),
+        "unknown": dict(resolution.unknown),
         "qemu_cpu_arg": cpu_arg(resolution),
         "libvirt_xml": cpu_xml(resolution),
     }
@@ -50,6 +51,9 @@ def definitions_json(resolver: Resolver) -> list[dict[str, Any]]:
             entry["alias-of"] = alias
         if resolver.offers is not None:
             entry["unavailable-features"] = list(resolver.unavailable(ref))
+            unknown = [f for f in entry["unavailable-features"] if f in resolver.unknown]
+            if unknown:
+                entry["unknown"] = {f: resolver.unknown[f] for f in unknown}
         deprecated = ref.version.deprecated if ref.version else ref.model.deprecated
         entry["deprecated"] = deprecated
         entry["migration-safe"] = True

@@ -348,6 +348,8 @@ def _models(resolver: Resolver, as_json: bool) -> int:
         if "unavailable-features" in entry:
             missing = entry["unavailable-features"]
             notes.append(f"missing: {' '.join(missing)}" if missing else "runnable")
+            if entry.get("unknown"):
+                notes.append(f"unknown: {', '.join(entry['unknown'])}, not in QEMU's expansion")
         print(f"{entry['name']:<{width}}  {'; '.join(notes)}")
     return 0
 
@@ -372,6 +374,8 @@ def _resolve(resolver: Resolver, specs: Sequence[str], as_json: bool) -> int:
             print(
                 f"  warning: this host lacks {', '.join(result['missing'])} (add enforce to refuse)"
             )
+        for feature, why in result["unknown"].items():
+            print(f"  unknown: {feature}, {why}")
     return 0
 
 

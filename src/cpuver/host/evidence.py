@@ -37,7 +37,12 @@ first release that has it:
   operation"; 5.2 and 7.2 have no TCG bits there; libvirt's recorded TCG answers of 8.0.0 refuse
   ``ibrs-all``, those of 8.1.0 do not), while TCG has no ``arch-capabilities`` CPUID bit, so the
   feature dependency "arch-capabilities -> its MSR word" drops them from ``max``;
-* TCG, 8.2 and later: ``ht`` (TCG_FEATURES has CPUID_HT, FEAT_1_EDX never switches it on).
+  ``its-no`` (first named in 10.1) is not among them: QEMU 11.1.3's filter refuses it under TCG;
+* TCG, 8.2 and later: ``ht`` (TCG_FEATURES has CPUID_HT, FEAT_1_EDX never switches it on);
+* KVM and TCG, 10.1 and later: ``pdcm`` and ``arch-lbr`` are dropped, not refused, when the vCPU
+  has no PMU (the default; ``pc_compat_10_0`` sets ``x-pdcm-on-even-without-pmu`` for older
+  machine types), so ``host``/``max`` leave them off while a model or spec asking for them is never
+  refused (QEMU 11.1.3's filter, asked live by tests/oracle/test_evidence_rules.py).
 
 Otherwise what an expansion does not show is not offered: a feature word whose parent bit is off
 (VMX controls without ``vmx``, SVM features without ``svm``, arch-capabilities bits without
@@ -137,6 +142,7 @@ class _Rule:
     """Feature names, or a feature word name (``FEAT_KVM``) meaning every feature of it."""
     since: Release
     why: str
+    exclude: tuple[str, ...] = ()
 
 
 _EVERY = (4, 1)
@@ -163,8 +169,21 @@ _RULES = (
         "FEAT_ARCH_CAPABILITIES",
         (8, 1),
         "arch-capabilities bits: TCG offers them since QEMU 8.1, max never shows them",
+        exclude=("its-no",),
     ),
     _Rule("tcg", ("ht",), (8, 2), "ht: TCG offers it since QEMU 8.2, max never shows it"),
+    _Rule(
+        "kvm",
+        ("pdcm", "arch-lbr"),
+        (10, 1),
+        "pdcm, arch-lbr: dropped without a PMU since QEMU 10.1, never refused",
+    ),
+    _Rule(
+        "tcg",
+        ("pdcm", "arch-lbr"),
+        (10, 1),
+        "pdcm, arch-lbr: dropped without a PMU since QEMU 10.1, never refused",
+    ),
 )
 
 _MIGRATABLE_ONLY = {"kvm": ("invtsc",)}
@@ -220,7 +239,7 @@ def offer(
     for rule in _RULES:
         if rule.accel != accel:
             continue
-        names = _named(rule, table) & known
+        names = (_named(rule, table) - frozenset(rule.exclude)) & known
         if (at is not None and at >= rule.since) or (at is None and rule.since == _EVERY):
             features |= names
             rules.append(rule.why)
