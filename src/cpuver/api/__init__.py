@@ -2,6 +2,7 @@
 
 ``catalogs``  which catalog; import; what a catalog says about a model
 ``hosts``     probe this host, read host files, compare snapshots, pick the accelerator
+``evidence``  hosts from QMP replies and libvirt's capabilities cache
 ``guests``    stored guests: define and pin, lifecycle steps, the explicit CPU update
 ``running``   a guest's pinned CPU in a real QEMU process that outlives the command
 ``fleets``    hosts and pools, pool answers, what-if, where a guest's pin can go
@@ -23,16 +24,19 @@ from cpuver.api.catalogs import (
     revisions,
     signature_text,
 )
+from cpuver.api.evidence import host_from_evidence, read_evidence
 from cpuver.api.fleets import (
     GuestImpact,
     PoolBest,
     Targets,
+    UpgradeWhatIf,
     WhatIf,
     add_host,
     add_host_files,
     canonical_features,
     every_guest_targets,
     feature_names,
+    fleet_upgrade_what_if,
     fleet_what_if,
     guest_targets,
     open_host_store,
@@ -55,6 +59,7 @@ from cpuver.api.guests import (
 from cpuver.api.hosts import (
     KVM_DEVICE,
     PROBE_METHODS,
+    ReleaseChange,
     UsabilityChange,
     default_qemu_binary,
     host_diff,
@@ -63,6 +68,7 @@ from cpuver.api.hosts import (
     probe_host,
     probe_with_qemu,
     read_host,
+    release_change,
     write_host,
 )
 from cpuver.api.running import (
@@ -79,8 +85,10 @@ from cpuver.api.shapes import (
     definitions_json,
     host_json,
     pool_best_json,
+    release_change_json,
     resolution_json,
     targets_json,
+    upgrade_what_if_json,
     what_if_json,
 )
 
@@ -91,8 +99,10 @@ __all__ = [
     "FamilyReport",
     "GuestImpact",
     "PoolBest",
+    "ReleaseChange",
     "RunningGuest",
     "Targets",
+    "UpgradeWhatIf",
     "UsabilityChange",
     "WhatIf",
     "add_host",
@@ -106,6 +116,7 @@ __all__ = [
     "difference",
     "every_guest_targets",
     "feature_names",
+    "fleet_upgrade_what_if",
     "fleet_what_if",
     "get_guest",
     "guest_targets",
@@ -113,6 +124,7 @@ __all__ = [
     "guest_xml",
     "history",
     "host_diff",
+    "host_from_evidence",
     "host_json",
     "import_catalog",
     "kvm_usable",
@@ -129,7 +141,10 @@ __all__ = [
     "pool_host",
     "probe_host",
     "probe_with_qemu",
+    "read_evidence",
     "read_host",
+    "release_change",
+    "release_change_json",
     "report",
     "resolution_json",
     "restore_running_guest",
@@ -142,6 +157,7 @@ __all__ = [
     "stored_host",
     "targets_json",
     "update_guest_cpu",
+    "upgrade_what_if_json",
     "what_if_json",
     "write_host",
 ]

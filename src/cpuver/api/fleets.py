@@ -270,3 +270,116 @@ def _targets(guest: Guest, hosts: Sequence[HostCapabilities]) -> Targets:
         out.append((host.name, missing))
     return out
 
+
+
+@dataclass(frozen=True, slots=True)
+class GuestUnderUpgrade:
+    """A stored guest whose pin some host ran before the upgrade and cannot run after it."""
+
+    guest: str
+    pin: str
+    problems: tuple[str, ...]
+    """What the newer catalog says of the pin (version gone, feature unknown to that QEMU)."""
+    lost: tuple[tuple[str, tuple[str, ...]], ...]
+    """Hosts that ran the pin and would not, with what they would lack."""
+    stranded: bool
+    """No host of the pool would run it any more."""
+
+
+@dataclass(frozen=True, slots=True)
+class UpgradeWhatIf:
+    before: str
+    after: str
+    changes: list[tuple[str, str | None, str | None]]
+    """Model families whose pool answer differs: (model, best before, best after)."""
+    new_versions: list[tuple[str, tuple[str, ...], tuple[tuple[str, tuple[str, ...]], ...]]]
+    """Versions only the newer QEMU has: (version, hosts that run it, hosts that cannot + why)."""
+    guests: list[GuestUnderUpgrade]
+    unknown: dict[str, dict[str, str]]
+    """Per host: features blocking a new version there that its record cannot tell (they count
+    as missing)."""
+
+
+def fleet_upgrade_what_if(
+    host_store: HostStore,
+    guest_store: GuestStore,
+    pool: str,
+    before: Catalog,
+    after: Catalog,
+    accel: str = "kvm",
+    machine: str | None = None,
+) -> UpgradeWhatIf:
+    """The pool's hosts as they are, under ``after``'s QEMU instead of ``before``'s: which pool
+    answers change, which versions only the newer QEMU has become usable where, and which stored
+    guests' pins would no longer run (the newer QEMU lacks the pinned version or a pinned feature,
+    or hosts that ran the pin would not)."""
+    from cpuver.api.hosts import offers_under
+    from cpuver.domain.pinning import check
+    from cpuver.fleet import Fleet
+
+    records = host_store.list(pool)
+    if not records:
+        raise HostError(f"pool {pool!r} has no hosts (add some with cpuver fleet add --pool)")
+    hosts = [stored_host(record) for record in records]
+    fleets = []
+    unknown: dict[str, dict[str, str]] = {}
+    offered_after: dict[str, frozenset[str]] = {}
+    for catalog in (before, after):
+        fleet = Fleet(catalog, accel, machine if machine in catalog.machines else None)
+        offers = []
+        for host in hosts:
+            found = offers_under(host, fleet.accel, catalog)
+            if found is None:
+                raise HostError(
+                    f"host {host.name!r} of pool {pool!r} has no {accel} capabilities "
+                    f"(probe it under {accel}, or choose another --accel)"
+                )
+            offers.append((host.name, found.features))
+            if catalog is after:
+                offered_after[host.name] = found.features
+                unknown[host.name] = found.unknown
+        fleet.set_hosts(offers)
+        fleets.append(fleet)
+    old, new = fleets
+    was, now = old.baseline(), new.baseline()
+    changes = [(m, was.get(m), now[m]) for m in now if was.get(m) != now[m]]
+    known_before = set(old.versions)
+    machine_type = after.machine(new.machine)
+    new_versions = []
+    for version in new.versions:
+        if version in known_before:
+            continue
+        needs = after.effective(after.lookup(version), machine_type, new.accel).features
+        lacking = [(h, tuple(sorted(needs - offered_after[h]))) for h in new.hosts]
+        ran = tuple(h for h, missing in lacking if not missing)
+        new_versions.append((version, ran, tuple((h, m) for h, m in lacking if m)))
+    lacked = {
+        h: {f for _v, _r, blocked in new_versions for host, m in blocked if host == h for f in m}
+        for h in unknown
+    }
+    unknown = {
+        h: {f: why for f, why in features.items() if f in lacked[h]}
+        for h, features in unknown.items()
+        if lacked[h] & set(features)
+    }
+    guests = []
+    for guest in list_guests(guest_store):
+        pin_ = guest.pin
+        problems = tuple(check(pin_, after))
+        lost = []
+        hosts_before = hosts_after = 0
+        for host in hosts:
+            then = host.offered(pin_.accel, pin_.release)
+            later = offers_under(host, pin_.accel, after)
+            if then is None or later is None or pin_.on - then:
+                continue
+            hosts_before += 1
+            missing = tuple(sorted(pin_.on - later.features))
+            if missing:
+                lost.append((host.name, missing))
+            else:
+                hosts_after += 1
+        if hosts_before and (problems or lost):
+            stranded = bool(problems) or not hosts_after
+            guests.append(GuestUnderUpgrade(guest.name, pin_.name, problems, tuple(lost), stranded))
+    return UpgradeWhatIf(before.release, after.release, changes, new_versions, guests, unknown)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from cpuver.api.catalogs import open_catalog
 from cpuver.catalog import Catalog, NameKind
 from cpuver.catalog.files import BUNDLED
-from cpuver.errors import HostError, QemuError
+from cpuver.errors import CpuverError, HostError, QemuError
 from cpuver.host.capabilities import AccelOffer, HostCapabilities, from_json
 from cpuver.host.capabilities import build as build_host
 from cpuver.resolve import Resolver
@@ -291,3 +291,119 @@ def pick_accel(requested: str | None, host: HostCapabilities | None) -> str:
     if host is not None and len(host.offers) == 1:
         return next(iter(host.offers))
     return "kvm" if kvm_usable() else "tcg"
+
+
+# ---------------------------------------------------------------------------------- releases
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseOffer:
+    """What a host offers under one accelerator for one catalog's QEMU release, as recorded."""
+
+    features: frozenset[str]
+    unknown: dict[str, str]
+    """Features that QEMU release has and the host's record cannot tell, with why."""
+    probed: str | None
+    """The release the record is of (None: TCG's offers from the catalog)."""
+
+
+def offers_under(host: HostCapabilities, accel: str, catalog: Catalog) -> ReleaseOffer | None:
+    """What ``host`` offers under ``accel`` to a QEMU of ``catalog``'s release, the host as it is.
+
+    A host probed for that release gives exactly its record. Otherwise, under KVM, the nearest
+    older probe (the nearest newer when there is none) stands in, and every feature the catalog's
+    QEMU knows and that probe's QEMU did not is *unknown*: that QEMU could not show it. Under TCG
+    without a probe of that release, the catalog's own record of what TCG offers (the same on
+    every host). None: no record for ``accel``.
+    """
+    release = ".".join(catalog.release.split(".")[:2])
+    chosen = host.release_for(release)
+    found = host.offered(accel, release)
+    if accel == "tcg" and (found is None or (chosen is not None and chosen != release)):
+        # TCG offers the same on every host: the catalog's own record of that release.
+        return ReleaseOffer(catalog.tcg_offers, {}, None)
+    if found is None:
+        return None
+    unknown = dict(host.unknown_for(accel, release))
+    if chosen is not None and chosen != release and catalog.known_features:
+        try:
+            then = open_catalog(chosen).known_features
+        except CpuverError:
+            then = frozenset()
+        if then:
+            why = (
+                f"QEMU {chosen}, which {host.name} was probed with, does not know it: "
+                f"probe it with QEMU {release}"
+            )
+            for feature in sorted(catalog.known_features - then - found):
+                unknown.setdefault(feature, why)
+    known = catalog.known_features or found
+    return ReleaseOffer(found & known, unknown, chosen)
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseChange:
+    """One host, one accelerator: what changes when its QEMU goes from one release to another."""
+
+    accel: str
+    before: str
+    after: str
+    lost: tuple[str, ...]
+    gained: tuple[str, ...]
+    unusable: tuple[tuple[str, tuple[str, ...]], ...]
+    """Versions both releases have that ran before and do not after, with what is missing."""
+    usable: tuple[str, ...]
+    """Versions both releases have that did not run before and do after."""
+    new_usable: tuple[str, ...]
+    """Versions only the newer catalog has that the host runs."""
+    new_blocked: tuple[tuple[str, tuple[str, ...]], ...]
+    """Versions only the newer catalog has that the host cannot run, with what is missing."""
+    gone: tuple[str, ...]
+    """Versions the first catalog has and the second does not."""
+    unknown: dict[str, str]
+    """Features blocking something after the change that the record cannot tell."""
+
+
+def release_change(
+    host: HostCapabilities,
+    before: Catalog,
+    after: Catalog,
+    accel: str,
+    machine: str | None = None,
+) -> ReleaseChange:
+    """The host as it is, under ``before``'s QEMU and under ``after``'s."""
+    old, new = offers_under(host, accel, before), offers_under(host, accel, after)
+    if old is None or new is None:
+        where = host.source or host.name
+        raise HostError(f"{where}: has no {accel} offers (probe it under {accel})")
+
+    def blockers(catalog: Catalog, offered: frozenset[str]) -> dict[str, tuple[str, ...]]:
+        resolver = Resolver(
+            catalog,
+            machine if machine in catalog.machines else None,
+            accel,
+            HostCapabilities(host.name, {accel: offered}, host.vendor),
+        )
+        return {
+            ref.name: resolver.unavailable(ref)
+            for ref in catalog.names()
+            if ref.kind is NameKind.VERSIONED
+        }
+
+    was, now = blockers(before, old.features), blockers(after, new.features)
+    both = [name for name in now if name in was]
+    only_new = [name for name in now if name not in was]
+    blocking = {f for name in now for f in now[name]}
+    return ReleaseChange(
+        accel=accel,
+        before=before.release,
+        after=after.release,
+        lost=tuple(sorted(old.features - new.features)),
+        gained=tuple(sorted(new.features - old.features)),
+        unusable=tuple((n, now[n]) for n in both if not was[n] and now[n]),
+        usable=tuple(n for n in both if was[n] and not now[n]),
+        new_usable=tuple(n for n in only_new if not now[n]),
+        new_blocked=tuple((n, now[n]) for n in only_new if now[n]),
+        gone=tuple(n for n in was if n not in now),
+        unknown={f: why for f, why in sorted(new.unknown.items()) if f in blocking},
+    )

@@ -12,7 +12,8 @@ from cpuver.models import SIGNATURE_FIELDS
 from cpuver.resolve import Resolution, Resolver
 
 if TYPE_CHECKING:
-    from cpuver.api.fleets import PoolBest, Targets, WhatIf
+    from cpuver.api.fleets import PoolBest, Targets, UpgradeWhatIf, WhatIf
+    from cpuver.api.hosts import ReleaseChange
     from cpuver.store import HostRecord
 
 
@@ -128,3 +129,51 @@ def targets_json(name: str, found: Targets) -> dict[str, Any]:
         "blocked": {host: list(missing) for host, missing in found if missing},
     }
 
+
+
+def upgrade_what_if_json(pool: str, outcome: UpgradeWhatIf) -> dict[str, Any]:
+    """As ``cpuver fleet what-if --qemu X.Y --json`` shows it."""
+    return {
+        "pool": pool,
+        "before": outcome.before,
+        "after": outcome.after,
+        "answers": [{"model": m, "before": b, "after": a} for m, b, a in outcome.changes],
+        "new_versions": [
+            {"version": v, "runs_on": list(ran), "blocked": {h: list(m) for h, m in blocked}}
+            for v, ran, blocked in outcome.new_versions
+        ],
+        "guests": [
+            {
+                "guest": g.guest,
+                "pin": g.pin,
+                "problems": list(g.problems),
+                "lost": {h: list(m) for h, m in g.lost},
+                "stranded": g.stranded,
+            }
+            for g in outcome.guests
+        ],
+        "unknown": outcome.unknown,
+    }
+
+
+def release_change_json(host: str, changes: Sequence[ReleaseChange]) -> dict[str, Any]:
+    """As ``cpuver host diff FILE --qemu X.Y --to-qemu Z.W --json`` shows it."""
+    return {
+        "host": host,
+        "accels": [
+            {
+                "accel": c.accel,
+                "before": c.before,
+                "after": c.after,
+                "lost": list(c.lost),
+                "gained": list(c.gained),
+                "unusable": {v: list(m) for v, m in c.unusable},
+                "usable": list(c.usable),
+                "new_usable": list(c.new_usable),
+                "new_blocked": {v: list(m) for v, m in c.new_blocked},
+                "gone": list(c.gone),
+                "unknown": c.unknown,
+            }
+            for c in changes
+        ],
+    }

@@ -30,7 +30,7 @@ def _catalog_options(parser: argparse.ArgumentParser, *, machine: bool = True) -
     group.add_argument(
         "--qemu",
         metavar="X.Y",
-        help="QEMU release whose catalog to use (default: the newest bundled one)",
+        help="QEMU release whose catalog to use (default: 10.0, Debian 13's own)",
     )
     group.add_argument(
         "--catalog",
@@ -127,9 +127,16 @@ def _host_parser(sub: Any) -> Any:
     show = host_sub.add_parser("show", help="a host snapshot in words")
     show.add_argument("file", metavar="FILE", help="snapshot, QMP expansion reply, - or local")
     show.add_argument("--json", action="store_true", help="the snapshot as cpuver reads it")
-    diff = host_sub.add_parser("diff", help="what changed between two snapshots of a host")
+    diff = host_sub.add_parser(
+        "diff", help="what changed between two snapshots of a host, or across QEMU releases"
+    )
     diff.add_argument("file_a", metavar="A")
-    diff.add_argument("file_b", metavar="B")
+    diff.add_argument("file_b", metavar="B", nargs="?", help="(not with --to-qemu)")
+    diff.add_argument(
+        "--to-qemu",
+        metavar="X.Y",
+        help="the host as it is under this QEMU release instead of --qemu's",
+    )
     diff.add_argument(
         "--accel",
         choices=("kvm", "tcg"),
@@ -211,12 +218,56 @@ def _host_command(args: argparse.Namespace) -> int:
         else:
             print("\n".join(_host_lines(host)))
         return 0
+    if args.to_qemu:
+        return _release_diff(args)
+    if args.file_b is None:
+        raise CpuverError("host diff needs two snapshots A B, or one with --to-qemu X.Y")
     a, b = api.read_host(args.file_a), api.read_host(args.file_b)
     diff, usability = api.host_diff(a, b, args.qemu, args.accel, args.catalog, args.overlay)
     if args.json:
         _print_json(_host_diff_json(diff, usability))
     else:
         print("\n".join(_host_diff_lines(diff, usability)))
+    return 0
+
+
+def _release_diff(args: argparse.Namespace) -> int:
+    """``host diff FILE --qemu X.Y --to-qemu Z.W``: one host, two QEMU releases."""
+    if args.file_b is not None:
+        raise CpuverError("host diff --to-qemu compares one host across releases: give one file")
+    host = api.read_host(args.file_a)
+    before = api.open_catalog(args.qemu, args.catalog, args.overlay)
+    after = api.open_catalog(args.to_qemu, None, args.overlay)
+    accels = args.accel or sorted(set(host.offers) | ({"tcg"} if "kvm" in host.offers else set()))
+    changes = [api.release_change(host, before, after, accel) for accel in accels]
+    if args.json:
+        _print_json(api.release_change_json(host.name, changes))
+        return 0
+    print(f"host {host.name}: QEMU {before.release} -> QEMU {after.release}")
+    for c in changes:
+        print(f"  {c.accel}:")
+        if c.lost:
+            print(f"    offers no more: {', '.join(c.lost)}")
+        if c.gained:
+            print(f"    offers too: {', '.join(c.gained)}")
+        for version, missing in c.unusable:
+            print(f"    now unusable: {version} (needs {', '.join(missing)})")
+        if c.usable:
+            print(f"    now usable: {', '.join(c.usable)}")
+        if c.new_usable:
+            print(f"    new versions it runs: {', '.join(c.new_usable)}")
+        undecided = [(v, m) for v, m in c.new_blocked if set(m) <= set(c.unknown)]
+        blocked = [v for v, m in c.new_blocked if not set(m) <= set(c.unknown)]
+        for version, missing in undecided:
+            print(f"    new version it may run: {version} (unknown: {', '.join(missing)})")
+        if blocked:
+            print(f"    new versions it cannot run ({len(blocked)}): {', '.join(blocked)}")
+        if c.gone:
+            print(f"    versions QEMU {c.after} no longer has: {', '.join(c.gone)}")
+        for why, names in fleet.by_reason(c.unknown):
+            print(f"    unknown: {', '.join(names)} ({why})")
+        if not (c.lost or c.gained or c.unusable or c.usable or c.new_usable or c.new_blocked):
+            print("    no change")
     return 0
 
 

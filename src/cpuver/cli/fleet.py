@@ -34,12 +34,19 @@ def add_parser(sub: Any, catalog_options: Any) -> None:
     ls.add_argument("--json", action="store_true", help="machine-readable output")
 
     what_if = fleet_sub.add_parser(
-        "what-if", help="which pool answers and stored guests change if hosts lose/gain features"
+        "what-if",
+        help="which pool answers and stored guests change if hosts lose/gain features, or "
+        "(--qemu X.Y alone) if the pool's QEMU became release X.Y",
     )
     what_if.add_argument("--drop", metavar="F,F", help="features the hosts lose (hle,rtm)")
     what_if.add_argument("--add", metavar="F,F", help="features the hosts gain")
     what_if.add_argument("--hosts", metavar="H,H", help="only these hosts of the pool")
     what_if.add_argument("--pool", metavar="P", required=True)
+    what_if.add_argument(
+        "--from-qemu",
+        metavar="X.Y",
+        help="with --qemu and no --drop/--add: the release the pool runs now (default: 10.0)",
+    )
     _pool_options(what_if, catalog_options)
 
     targets = fleet_sub.add_parser("targets", help="hosts a stored guest's pinned CPU runs on")
@@ -201,8 +208,12 @@ def _matrix(args: argparse.Namespace, fleet: Any) -> int:
 
 def _what_if(args: argparse.Namespace, store: Any) -> int:
     drop, add = api.feature_names(args.drop), api.feature_names(args.add)
+    if not drop and not add and args.qemu:
+        return _upgrade_what_if(args, store)
     if not drop and not add:
-        raise CpuverError("what-if needs --drop and/or --add features")
+        raise CpuverError("what-if needs --drop and/or --add features, or --qemu X.Y alone")
+    if args.from_qemu:
+        raise CpuverError("--from-qemu goes with --qemu X.Y alone (a QEMU upgrade what-if)")
     hosts = [h.strip() for h in args.hosts.split(",") if h.strip()] if args.hosts else None
     catalog = api.open_catalog(args.qemu, args.catalog, args.overlay)
     outcome = api.fleet_what_if(
@@ -240,6 +251,60 @@ def _what_if(args: argparse.Namespace, store: Any) -> int:
     for name in outcome.stranded:
         print(f"guest {name} could run on no host of the pool any more")
     return 0
+
+
+def _upgrade_what_if(args: argparse.Namespace, store: Any) -> int:
+    """``fleet what-if --qemu X.Y --pool P``: the pool's hosts as they are, under QEMU X.Y."""
+    if args.hosts:
+        raise CpuverError("--hosts goes with --drop/--add; a QEMU upgrade what-if takes the pool")
+    before = api.open_catalog(args.from_qemu, None, args.overlay)
+    after = api.open_catalog(args.qemu, args.catalog, args.overlay)
+    outcome = api.fleet_upgrade_what_if(
+        store, api.open_store(args.db), args.pool, before, after, args.accel, args.machine
+    )
+    if args.json:
+        print(json.dumps(api.upgrade_what_if_json(args.pool, outcome), indent=2))
+        return 0
+    print(f"# what if pool {args.pool} ran QEMU {outcome.after} instead of {outcome.before}")
+    if not outcome.changes:
+        print("no pool answer changes")
+    for model, was, now in outcome.changes:
+        print(f"{model}: {was or '(none)'} -> {now or '(none runs on every host)'}")
+    everywhere = [v for v, ran, blocked in outcome.new_versions if ran and not blocked]
+    if everywhere:
+        print(f"new versions every host runs: {', '.join(everywhere)}")
+    for version, ran, blocked in outcome.new_versions:
+        if ran and blocked:
+            print(f"new version {version} runs on {', '.join(ran)}; {_lacks(blocked)}")
+    for version, ran, blocked in outcome.new_versions:
+        maybe = [h for h, m in blocked if set(m) <= set(outcome.unknown.get(h, {}))]
+        if not ran and maybe:
+            print(f"new version {version} may run on {', '.join(maybe)} (only unknown features)")
+    nowhere = [
+        v
+        for v, ran, blocked in outcome.new_versions
+        if not ran and not any(set(m) <= set(outcome.unknown.get(h, {})) for h, m in blocked)
+    ]
+    if nowhere:
+        print(f"new versions no host runs ({len(nowhere)}): {', '.join(nowhere)}")
+    if not outcome.guests:
+        print("every stored guest still runs where it ran")
+    for g in outcome.guests:
+        why = "; ".join([*g.problems, *(f"{h} would lack {', '.join(m)}" for h, m in g.lost)])
+        verdict = "could run on no host of the pool" if g.stranded else "would lose hosts"
+        print(f"guest {g.guest} ({g.pin}) {verdict}: {why}")
+    for host, features in sorted(outcome.unknown.items()):
+        for why, names in by_reason(features):
+            print(f"unknown on {host}: {', '.join(names)} ({why})")
+    return 0
+
+
+def by_reason(features: dict[str, str]) -> list[tuple[str, list[str]]]:
+    """Unknown features grouped by why they are unknown."""
+    groups: dict[str, list[str]] = {}
+    for feature, why in sorted(features.items()):
+        groups.setdefault(why, []).append(feature)
+    return sorted(groups.items())
 
 
 def show_targets(
