@@ -22,7 +22,9 @@ from pathlib import Path
 import bench_cold_start
 import bench_define
 import bench_fleet
+import bench_import
 import bench_probe
+import bench_replay
 import bench_resolve
 import bench_service
 import bench_usability
@@ -60,6 +62,9 @@ def main() -> int:
     parser.add_argument(
         "--service-seconds", type=int, default=5, help="wrk run per service load cell (5)"
     )
+    parser.add_argument(
+        "--imports", action="store_true", help="also import every release's catalog (minutes)"
+    )
     args = parser.parse_args()
 
     started = time.monotonic()
@@ -79,7 +84,10 @@ def main() -> int:
         bench_define.run,
         bench_fleet.run,
         lambda: bench_service.run([2], [4, 16, 64], args.service_seconds),
+        bench_replay.run,
     ]
+    if args.imports:
+        steps.append(bench_import.run)
     for step in steps:
         for result in step():
             results.append(result)

@@ -24,7 +24,8 @@ Two halves, so recorded answers can be decoded without hardware:
     must-be-1; ``fb-clear`` for MDS-immune hosts (10.2+); a word only while its CPUID flag (or
     VMX control) is on, as ``-cpu host`` has them: QEMU reports MSR features from there.
 
-  ``invtsc`` counts (a vCPU that asks for it gets it), though ``-cpu host`` leaves it off.
+  ``invtsc`` counts (a vCPU that asks for it gets it), though ``-cpu host`` leaves it off;
+  so do ``pdcm`` and ``arch-lbr`` from 10.1 (dropped without a PMU, never refused).
 
 Assumes QEMU's defaults: in-kernel irqchip (not split), ``cpu-pm=off``, no confidential guest.
 Not modelled: Intel PT's CPUID leaf 0x14 check and AVX10 version checks of QEMU's filter.
@@ -474,6 +475,11 @@ SINCE_HOST_MCDT_NO = (8, 1)
 SINCE_HT = (8, 2)
 SINCE_MCA_RECOVERY = (9, 1)
 SINCE_FB_CLEAR = (10, 2)
+SINCE_PMU_FEATURES_DROPPED = (10, 1)
+"""From 10.1 QEMU drops ``pdcm`` and ``arch-lbr`` from a vCPU without a PMU (the default)
+instead of refusing them (``pc_compat_10_0`` sets ``x-pdcm-on-even-without-pmu`` for older
+machine types): ``-cpu host`` leaves them off, a model asking for them is never refused."""
+NEVER_REFUSED_WITHOUT_PMU = frozenset({"pdcm", "arch-lbr"})
 
 # Bits QEMU copies from the host's own CPUID: (since, leaf, subleaf, register, mask).
 _HOST_PASSTHROUGH: tuple[tuple[tuple[int, int], int, int, str, int], ...] = (
@@ -646,4 +652,6 @@ def kvm_offers(
             ok = False
         if ok:
             offered.add(feature.name)
+    if release >= SINCE_PMU_FEATURES_DROPPED:
+        offered |= NEVER_REFUSED_WITHOUT_PMU & known
     return frozenset(offered)
