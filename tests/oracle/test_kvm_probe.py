@@ -1,7 +1,8 @@
 """The ioctl probe of /dev/kvm says what QEMU itself says KVM offers on this machine.
 
-For each release (5.2, 7.2, 10.0, 11.1): the features :func:`cpuver.host.kvm.kvm_offers` decodes from the
-live ``/dev/kvm`` answer, restricted to what the release knows, are exactly those QEMU's own filter
+For each release (5.2, 7.2, 10.0, 11.1): the features :func:`cpuver.host.kvm.kvm_offers` decodes
+from the live ``/dev/kvm`` answer, restricted to what the release knows, are exactly those QEMU's
+own filter
 lets a guest have (:func:`cpuver.host.qemu.offered_features`); and with that answer as the host,
 cpuver's blockers of every model name are QEMU's ``unavailable-features`` under ``-accel kvm``.
 """

@@ -19,9 +19,9 @@ from cpuver.host.qemu import QemuInstall as CpuverQemuInstall
 from cpuver.importer import import_catalog
 from qemu_install import QemuInstall
 
-REGENERATED = ("7.2", "10.0", "11.1")
-
 from .qemu_oracle import report
+
+REGENERATED = ("7.2", "10.0", "11.1")
 
 pytestmark = [pytest.mark.qemu, pytest.mark.kvm]
 
