@@ -160,6 +160,19 @@ def test_host_push_takes_pools_from_the_body_field(client: TestClient) -> None:
     assert pools == [{"pool": "rack3", "hosts": ["hv1"]}, {"pool": "rack4", "hosts": ["hv1"]}]
 
 
+def test_a_qmp_expansion_reply_is_read_with_qemus_rules_as_a_host_file_is(
+    client: TestClient,
+) -> None:
+    """topoext: KVM offers it, QEMU's host expansion never shows it (host.evidence)."""
+    props = {"vendor": "AuthenticAMD", "kvmclock": True, "sse2": True}
+    reply = {"return": {"model": {"name": "host", "props": props}}}
+    response = client.post("/api/resolve", json={"specs": ["qemu64,+topoext"], "host": reply})
+    assert response.status_code == 200, response.text
+    (answer,) = response.json()
+    assert "topoext" not in answer["missing"]
+    assert answer["unknown"] == {}
+
+
 def test_host_push_of_a_non_snapshot_is_400(client: TestClient) -> None:
     response = client.post("/api/hosts", json={"schema": "nonsense"}, headers=AUTH)
     assert response.status_code == 400

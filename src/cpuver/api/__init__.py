@@ -24,7 +24,7 @@ from cpuver.api.catalogs import (
     revisions,
     signature_text,
 )
-from cpuver.api.evidence import host_from_evidence, read_evidence
+from cpuver.api.evidence import host_from_data, host_from_evidence, read_evidence
 from cpuver.api.fleets import (
     GuestImpact,
     PoolBest,
@@ -124,6 +124,7 @@ __all__ = [
     "guest_xml",
     "history",
     "host_diff",
+    "host_from_data",
     "host_from_evidence",
     "host_json",
     "import_catalog",

@@ -7,6 +7,7 @@ filter offers, read with that release's rules (:mod:`cpuver.host.evidence`), set
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from cpuver.api.catalogs import open_catalog
 from cpuver.catalog import Catalog, NameKind
@@ -14,7 +15,7 @@ from cpuver.catalog.releases import supported_releases
 from cpuver.errors import HostError, UnknownRelease
 from cpuver.features import FeatureSet
 from cpuver.host import libvirt_caps, qmp_replies
-from cpuver.host.capabilities import AccelOffer, HostCapabilities, HostFacts
+from cpuver.host.capabilities import AccelOffer, HostCapabilities, HostFacts, from_json
 from cpuver.host.capabilities import build as build_host
 from cpuver.host.evidence import AccelEvidence, Offer, QemuEvidence, offer, settle
 
@@ -36,6 +37,16 @@ def read_evidence(text: str, source: str) -> QemuEvidence | None:
     if len(found) == 1 and not qmp_replies.looks_like_replies(found[0]):
         return None
     return qmp_replies.from_messages(found, source)
+
+
+def host_from_data(data: Any, source: str) -> HostCapabilities:
+    """A host from parsed JSON (a request body): QMP replies read with QEMU's rules, like a
+    host file; anything else as a cpuver snapshot."""
+    if qmp_replies.looks_like_replies(data):
+        found = data if isinstance(data, list) else [data]
+        if all(isinstance(message, dict) for message in found):
+            return host_from_evidence(qmp_replies.from_messages(found, source))
+    return from_json(data, source)
 
 
 def host_from_evidence(evidence: QemuEvidence, use_definitions: bool = True) -> HostCapabilities:

@@ -27,7 +27,7 @@ from cpuver import api
 from cpuver.catalog import Catalog
 from cpuver.domain import IllegalTransition, UpdateConflict
 from cpuver.errors import CpuverError, InvalidSpec, NotRunnable, UnknownFeature
-from cpuver.host.capabilities import HostCapabilities, from_json
+from cpuver.host.capabilities import HostCapabilities
 from cpuver.resolve import Resolver
 from cpuver.store import ConcurrentUpdate, GuestExists
 from cpuver.web.dashboard import add_dashboard
@@ -176,7 +176,7 @@ def _http_error(_request: Request, err: Exception) -> JSONResponse:
 
 
 def _read_host(data: dict[str, Any] | None, source: str) -> HostCapabilities | None:
-    return from_json(data, source) if data is not None else None
+    return api.host_from_data(data, source) if data is not None else None
 
 
 def _definition_source(text: str, given: str | None) -> str:
@@ -313,7 +313,7 @@ def create_app(db_url: str | None, token: str | None) -> FastAPI:
         extra = data.pop("pools", [])
         if not isinstance(extra, list) or not all(isinstance(p, str) for p in extra):
             raise CpuverError("pools: expected a list of pool names")
-        host = from_json(data, "request body")
+        host = api.host_from_data(data, "request body")
         record = api.add_host(hosts(), host, list(dict.fromkeys([*(pool or []), *extra])))
         return api.host_json(record)
 
