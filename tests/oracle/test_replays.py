@@ -10,11 +10,20 @@ Runs on any machine: no QEMU needed.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from replays import KNOWN_DIFFERENCES, Replay, case_id, cases, replay
+from cpuver.api.catalogs import open_catalog
+from cpuver.features import FeatureTable
+from cpuver.resolve import Resolver
+from replays import KNOWN_DIFFERENCES, Replay, case_id, cases, evidence_of, replay, short
+
+TOOL = Path(__file__).resolve().parents[2] / "tools" / "extract_tcg_offers.py"
 
 CASES = list(cases())
 
@@ -58,3 +67,38 @@ def test_no_recording_leaves_a_feature_unknown_a_model_needs(
     """invtsc is unknown where only a migratable expansion was recorded; no model needs it."""
     unknown = {f for result in replayed.values() for u in result.unknown.values() for f in u}
     assert unknown <= {"invtsc"}
+
+
+RECORDED_TCG = [(e, f) for e, f in CASES if f == "replies" and e["replies"].endswith(".replies.gz")]
+
+
+@pytest.mark.parametrize(
+    ("entry", "form"), RECORDED_TCG, ids=[case_id(e, f) for e, f in RECORDED_TCG]
+)
+def test_the_catalogs_own_tcg_offers_give_qemus_recorded_tcg_answers(
+    entry: dict[str, Any], form: str
+) -> None:
+    """Without any host: what TCG offers in that release (imported, or for a derived release
+    data/tcg-offers.json from libvirt's recording of its max expansion)."""
+    evidence = evidence_of(entry, form).accels["tcg"]
+    catalog = open_catalog(short(entry["release"]))
+    resolver = Resolver(catalog, "none", "tcg", None)
+    table = FeatureTable.bundled()
+    assert evidence.definitions is not None
+    problems = []
+    for ref in catalog.names():
+        if ref.name not in evidence.definitions:
+            continue
+        theirs = {table.canonical(f) if f in table else f for f in evidence.definitions[ref.name]}
+        if set(resolver.unavailable(ref)) != theirs:
+            problems.append(ref.name)
+    assert problems == []
+
+
+def test_recorded_tcg_offers_are_what_the_tool_extracts(tmp_path: Path) -> None:
+    output = tmp_path / "tcg-offers.json"
+    subprocess.run(
+        [sys.executable, str(TOOL), "--output", str(output)], check=True, capture_output=True
+    )
+    bundled = Path(str(resources.files("cpuver.catalog") / "data" / "tcg-offers.json"))
+    assert output.read_bytes() == bundled.read_bytes()

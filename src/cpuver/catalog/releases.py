@@ -1,10 +1,12 @@
-"""Catalogs for every QEMU release from 4.1 to 10.2, bundled or derived from QEMU's history.
+"""Catalogs for every QEMU release from 4.1 to 10.2 and 11.1, imported or derived.
 
-For 7.2.x and 10.0.x this is the bundled catalog, imported from a real build (Debian's 7.2.22 and
-10.0.2). Every other release is derived from the nearest bundled catalog: the nearest newer one
-(4.1 … 7.1 from 7.2, 8.0 … 9.2 from 10.0), or the newest for releases after it (10.1, 10.2 from
-10.0). A derived catalog's ``release`` is ``X.Y.0`` (stable releases are taken to be X.Y.0) and its
-``build`` says how it was made.
+For 5.2.x, 7.2.x, 10.0.x and 11.1.x this is the catalog imported from a real build (Debian's 5.2,
+7.2.22, 10.0.13 and 11.1.3). Every other release is derived from the nearest newer import (4.1 …
+5.1 from 5.2, 6.0 … 7.1 from 7.2, 8.0 … 9.2 from 10.0, 10.1 and 10.2 from 11.1), cut back with
+QEMU's history, with what that import no longer has taken from the nearest older import (models
+QEMU removed, old machine types). A derived catalog's ``release`` is ``X.Y.0`` (stable releases
+are taken to be X.Y.0) and its ``build`` says how it was made. 11.0 has neither an import nor
+history facts (they end at 10.2.0) and is not described.
 
 Facts used (``data/qemu-history.json``, extracted from the shared QEMU facts by
 ``tools/extract_history.py``):
@@ -35,17 +37,26 @@ Facts used (``data/qemu-history.json``, extracted from the shared QEMU facts by
   move to the newest remaining ones, others (``none``, ``isapc``, ``microvm``) stay; under ``none``
   a bare name meant the latest version before 5.0.0 (``default_cpu_version`` in 4.1 and 4.2).
 
-Checked against a real build: the 10.0.2 catalog cut back to 7.2 this way has exactly the version
-definitions of the bundled 7.2.22 catalog (tests/unit/test_releases.py).
+Also applied: QEMU's per-release changes that no version records (``_BASE_EDITS``: 6.1.0's
+Cooperlake had avx-vnni, qemu64 was 6/6/3 before 6.1; KVM kept SVM features with svm off before
+5.1), the feature names each release had (the feature table's first release), and feature
+dependencies on versions built from props (VMX/SVM features need vmx/svm).
+
+Checked against real builds: 11.1.3 cut back to 10.0 gives every 10.0.13 definition, 10.0.13 cut
+back to 7.2 every 7.2.22 one, 7.2.22 cut back to 5.2 every 5.2 one (tests/unit/test_releases.py);
+and every derived release's answers against libvirt's recordings of it (tests/oracle/
+test_replays.py).
 
 Known limits of a derived catalog:
 
 - Everything else comes from the base build: machine types' compat properties (no CPU-model
   compat was added after 4.1, only internal global switches, so definitions are not affected),
-  machine types the base build no longer has (e.g. pc-i440fx-1.4 … 2.3 for 8.x/9.x) or does not
-  have yet (``x-remote`` for 4.x/5.x; no ``pc-*-10.1`` types for 10.1 and 10.2, so the default
-  machine type there is ``pc-q35-10.0``), deprecation flags of machine types, accelerator defaults
-  and per-version KVM level adjustments, and what TCG offers.
+  machine types neither import has (``x-remote`` for 4.x/5.x), deprecation flags of machine
+  types, accelerator defaults (except KVM's SVM handling before 5.1, see ``_accelerators``) and
+  per-version KVM level adjustments.
+- What TCG offers: QEMU's own answer for that release where libvirt recorded one
+  (``data/tcg-offers.json``, 4.1 … 9.2); for 10.1 and 10.2 what both 10.0.13 and 11.1.3 offer
+  plus QEMU's TCG rules (what 11.1 offers beyond that may have come in 10.1, 10.2 or 11.x).
 - Versions kept from the base are the base build's definitions: distribution backports stay (for
   10.1 and later Debian's YongFeng-v2, which upstream first released in 10.1.0, is the base's).
 - A version put back to before an edit keeps the base's ``min-level``/``min-xlevel``.
@@ -238,6 +249,7 @@ def derive(
     machines = _machines(base, target, older, notes)
     known = _known_features(base, target, table)
     accelerators = _accelerators(base, target, table, notes)
+    tcg_offers = _tcg_offers(base, older, target, known, notes)
     release = ".".join(str(part) for part in target)
     build = _build_line(base, release, machines, target, notes, older)
     return Catalog(
@@ -246,7 +258,7 @@ def derive(
         models=dict(sorted(models.items())),
         machines=machines,
         accelerators=accelerators,
-        tcg_offers=base.tcg_offers & known,
+        tcg_offers=tcg_offers,
         known_features=known,
         source=f"derived qemu-{target[0]}.{target[1]} from {base.source}",
     )
@@ -589,6 +601,46 @@ def _edit_base_definitions(models: dict[str, Model], target: Release, notes: _No
         if versions != model.versions:
             models[edit.model] = replace(model, versions=versions)
             notes.rules.append(edit.why)
+
+
+TCG_OFFERS = "tcg-offers.json"
+
+
+@cache
+def _recorded_tcg() -> dict[str, Any]:
+    resource = resources.files("cpuver.catalog").joinpath("data", TCG_OFFERS)
+    try:
+        data: dict[str, Any] = json.loads(resource.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise CatalogError(TCG_OFFERS, f"unreadable: {err}") from err
+    return data
+
+
+def _tcg_offers(
+    base: Catalog, older: Catalog | None, target: Release, known: FeatureSet, notes: _Notes
+) -> FeatureSet:
+    """What TCG offered in ``target``: QEMU's recorded answer of that release when there is one
+    (``data/tcg-offers.json``, from libvirt's recordings); else what both nearest imports' TCG
+    offers, plus what QEMU's TCG rules add from their first release on."""
+    data = _recorded_tcg()
+    short = f"{target[0]}.{target[1]}"
+    recorded = data["recorded"].get(short)
+    if recorded is not None:
+        notes.rules.append(
+            f"TCG offers as QEMU {short} answered libvirt ({data['sources'][short]})"
+        )
+        return frozenset(recorded) & known
+    if older is None:
+        return base.tcg_offers & known
+    offers = set(base.tcg_offers & older.tcg_offers)
+    for rule in data["rules"]:
+        if _key(f"{rule['since']}.0") <= target:
+            offers |= set(rule["features"])
+    notes.rules.append(
+        f"TCG offers: what both {older.release} and {base.release} offer, with QEMU's TCG "
+        f"rules up to {short}"
+    )
+    return frozenset(offers) & known
 
 
 def _known_features(base: Catalog, target: Release, table: FeatureTable) -> FeatureSet:

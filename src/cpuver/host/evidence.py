@@ -294,3 +294,13 @@ def signature_facts(props: Mapping[str, Any]) -> dict[str, Any]:
         if isinstance(value, (str, int)) and not isinstance(value, bool):
             out[key] = value.strip() if isinstance(value, str) else value
     return out
+
+
+def tcg_rule_features(table: FeatureTable | None = None) -> list[tuple[Release, FeatureSet]]:
+    """Every TCG rule's features (by name) and the first release it holds for, oldest first."""
+    table = table or FeatureTable.bundled()
+    return sorted(
+        (rule.since, _named(rule, table) - frozenset(rule.exclude))
+        for rule in _RULES
+        if rule.accel == "tcg"
+    )
