@@ -16,6 +16,7 @@ from cpuver.catalog.releases import catalog_for_release, derive, supported_relea
 from cpuver.errors import CatalogError, UnknownRelease
 from cpuver.features import FeatureTable
 from cpuver.models import BareRule, Delta
+from cpuver.resolve import Resolver
 
 
 def history() -> dict[str, Any]:
@@ -314,3 +315,26 @@ def test_10_0_counts_have_debians_backported_yongfeng_v2() -> None:
     catalog = catalog_for_release("10.0")
     assert counts(catalog) == {**expected, "versions": expected["versions"] + 1}
     assert catalog.lookup("YongFeng-v2").version is not None
+
+
+@pytest.mark.parametrize("release", ["5.2", "6.0", "7.1"])
+def test_tcg_before_7_2_cannot_run_avx(release: str) -> None:
+    """TCG learned AVX in 7.2: QEMU 5.2 (imported) and 6.0, 7.1 (derived, TCG as QEMU answered
+    libvirt) refuse Broadwell's avx, avx2, f16c and fma."""
+    catalog = catalog_for_release(release)
+    resolver = Resolver(catalog, "none", "tcg", None)
+    assert {"avx", "avx2", "f16c", "fma"} <= set(
+        resolver.unavailable(catalog.lookup("Broadwell-v1"))
+    )
+    assert "avx" not in Resolver(catalog_for_release("7.2"), "none", "tcg", None).unavailable(
+        catalog_for_release("7.2").lookup("Broadwell-v1")
+    )
+
+
+def test_qemu_5_2_has_its_icelake_client_models() -> None:
+    catalog = catalog_for_release("5.2")
+    assert [v.name for v in catalog.models["Icelake-Client"].versions] == [
+        "Icelake-Client-v1",
+        "Icelake-Client-v2",
+    ]
+    assert catalog.models["Icelake-Client"].deprecated

@@ -303,6 +303,8 @@ def _host_lines(host: HostCapabilities) -> list[str]:
                     )
                 elif offer.note:
                     lines.append(f"    {offer.note}")
+                for why, names in fleet.by_reason(dict(offer.unknown)):
+                    lines.append(f"    unknown: {', '.join(names)} ({why})")
     else:
         how = ", ".join(f"{k} {v}" for k, v in sorted(host.provenance.items()))
         for accel, features in sorted(host.offers.items()):

@@ -281,7 +281,7 @@ def settle(
     features = (found.features - refused) | (granted - refused)
     unknown = {f: why for f, why in found.unknown.items() if f not in refused | granted}
     rules = found.rules
-    if refused - found.features or (found.features & refused) or (granted - found.features):
+    if features != found.features or unknown != found.unknown:
         rules = (*rules, "settled by QEMU's query-cpu-definitions")
     return Offer(frozenset(features), unknown, rules)
 
