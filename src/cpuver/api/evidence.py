@@ -101,13 +101,15 @@ def offers_of(
 
 
 def requested(catalog: Catalog, accel: str) -> dict[str, FeatureSet]:
-    """What every versioned and alias name asks for under ``-machine none`` (as management layers
-    ask QEMU for ``query-cpu-definitions``), so QEMU's answers can be read feature by feature."""
+    """What every ``-vN`` name asks for under ``-machine none`` (as libvirt asks QEMU), so QEMU's
+    answers can be read feature by feature. ``-vN`` names only, which per-model compat
+    properties of old machine types never touch (those hit bare and pre-4.1 alias names), so a
+    reply asked under another machine type still reads right."""
     machine = catalog.machine("none" if "none" in catalog.machines else None)
     return {
         ref.name: catalog.effective(ref, machine, accel).features
         for ref in catalog.names()
-        if ref.kind is not NameKind.BARE
+        if ref.kind is NameKind.VERSIONED
     }
 
 
