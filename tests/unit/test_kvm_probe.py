@@ -270,6 +270,16 @@ def test_ht_is_offered_from_qemu_8_2_only() -> None:
     assert "ht" not in kvm_offers(minimal(), EVERYTHING, OLD)
 
 
+@pytest.mark.parametrize(
+    ("release", "offered"), [((10, 0), False), ((10, 1), True), ((11, 1), True)]
+)
+def test_pdcm_and_arch_lbr_are_never_refused_from_qemu_10_1(
+    release: tuple[int, int], offered: bool
+) -> None:
+    """Dropped without a PMU, not refused (QEMU 11.1.3's filter, tests/oracle/test_kvm_probe.py)."""
+    assert ({"pdcm", "arch-lbr"} <= kvm_offers(minimal(), EVERYTHING, release)) is offered
+
+
 def test_erms_and_fsrm_come_from_the_host_cpuid_from_qemu_8_0() -> None:
     dump = minimal(host_cpuid=host_cpuid_from_features(["erms", "fsrm", "fzrm"], TABLE))
     assert {"erms", "fsrm", "fzrm"} <= kvm_offers(dump, EVERYTHING, NEW)
