@@ -67,6 +67,8 @@ from cpuver.api.hosts import (
 )
 from cpuver.api.running import (
     RunningGuest,
+    end_strays,
+    guest_lock,
     launch_guest,
     migrate_running_guest,
     restore_running_guest,
@@ -104,10 +106,12 @@ __all__ = [
     "define_guest_text",
     "definitions_json",
     "difference",
+    "end_strays",
     "every_guest_targets",
     "feature_names",
     "fleet_what_if",
     "get_guest",
+    "guest_lock",
     "guest_targets",
     "guest_transition",
     "guest_xml",

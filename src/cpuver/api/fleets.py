@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING
 from cpuver.api.guests import get_guest, list_guests
 from cpuver.api.hosts import read_host
 from cpuver.catalog import Catalog
-from cpuver.errors import HostError
+from cpuver.errors import HostError, shown
 from cpuver.features import FeatureSet
 from cpuver.host.capabilities import HostCapabilities, from_json
+from cpuver.names import check_name, is_name
 
 if TYPE_CHECKING:
     from cpuver.domain.lifecycle import Guest
@@ -39,25 +40,38 @@ def add_host_files(
 ) -> list[HostRecord]:
     """Read each host snapshot (as :func:`read_host` does) and store it under its host name in
     ``pools``; a host added before is refreshed (its old snapshot stays in the history).
-    Every file is read and checked before the first is stored, so a bad one stores nothing.
+    Every file is read and checked before the first is stored, and all are stored in one
+    transaction: a bad file, an error or a kill stores none of them.
     ``progress(verb, done, total, host)`` is called after each read ("read") and each store
     ("added")."""
+    for pool in pools:
+        check_name("pool", pool)
     read = []
     for done, argument in enumerate(files, 1):
-        read.append(read_host(argument))
+        read.append(_storable(read_host(argument)))
         if progress is not None:
             progress("read", done, len(files), read[-1].name)
-    added = []
-    for done, host in enumerate(read, 1):
-        added.append(add_host(store, host, pools))
-        if progress is not None:
-            progress("added", done, len(read), host.name)
-    return added
+    report = (lambda done, total, host: progress("added", done, total, host)) if progress else None
+    return store.add_many([(_snapshot_json(host), host.name) for host in read], pools, report)
+
+
+def _storable(host: HostCapabilities) -> HostCapabilities:
+    """``host`` if its name may be stored (a QMP expansion reply is named after its file)."""
+    if not is_name(host.name):
+        raise HostError(
+            f"{host.source}: a host needs a name to be stored ({shown(host.name)} is not one): "
+            "store a snapshot written by cpuver host probe"
+        )
+    return host
+
+
+def _snapshot_json(host: HostCapabilities) -> str:
+    return json.dumps(host.to_json(), sort_keys=True)
 
 
 def add_host(store: HostStore, host: HostCapabilities, pools: Sequence[str]) -> HostRecord:
     """Store a host's snapshot (normalised) in ``pools``; a known host is refreshed."""
-    return store.add(json.dumps(host.to_json(), sort_keys=True), host.name, pools)
+    return store.add(_snapshot_json(_storable(host)), host.name, pools)
 
 
 def stored_host(record: HostRecord) -> HostCapabilities:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cpuver.catalog import Catalog
+from cpuver.documents import text_of
 from cpuver.errors import CpuverError, HostError
 from cpuver.host.capabilities import HostCapabilities
 from cpuver.resolve import Resolver
@@ -79,9 +80,10 @@ def define_guest(
 ) -> Guest:
     """Read a domain XML or guest file, resolve its CPU fully and store the pinned guest."""
     try:
-        text = path.read_text()
+        raw = path.read_bytes()
     except OSError as err:
         raise HostError(f"cannot read guest definition {path}: {err.strerror}") from err
+    text = text_of(raw, str(path))
     return define_guest_text(store, text, str(path), catalog, accel, host, machine)
 
 

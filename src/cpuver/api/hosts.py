@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from cpuver.api.catalogs import open_catalog
 from cpuver.catalog import Catalog, NameKind
 from cpuver.catalog.files import BUNDLED
+from cpuver.documents import json_text, load_json
 from cpuver.errors import HostError, QemuError
 from cpuver.host.capabilities import AccelOffer, HostCapabilities, from_json
 from cpuver.host.capabilities import build as build_host
@@ -61,9 +62,10 @@ def read_host(argument: str, qemu_binary: Path | None = None) -> HostCapabilitie
     if argument == "local":
         return probe_host("auto", [qemu_binary] if qemu_binary else ())
     try:
-        text = sys.stdin.read() if argument == "-" else Path(argument).read_text()
+        raw = sys.stdin.buffer.read() if argument == "-" else Path(argument).read_bytes()
     except OSError as err:
         raise HostError(f"cannot read host file {argument}: {err.strerror}") from err
+    text = json_text(raw, argument)
     try:
         data = json.loads(text)
     except json.JSONDecodeError as err:
@@ -71,6 +73,8 @@ def read_host(argument: str, qemu_binary: Path | None = None) -> HostCapabilitie
             f"{argument}: not valid JSON at line {err.lineno} column {err.colno}: {err.msg}"
             + (" (truncated?)" if _truncated(err, text) else "")
         ) from err
+    except (RecursionError, ValueError):
+        data = load_json(text, argument)  # raises the error that names what is wrong
     return from_json(data, argument)
 
 
