@@ -8,6 +8,7 @@ cpuver.fleet (numpy). Both are imported inside these functions, as for guests.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -77,6 +78,78 @@ def add_host(store: HostStore, host: HostCapabilities, pools: Sequence[str]) -> 
 def stored_host(record: HostRecord) -> HostCapabilities:
     """A stored host's current snapshot, read back."""
     return from_json(json.loads(record.snapshot_json), f"host {record.name}")
+
+
+POOL_CACHE_BYTES = 64 << 20
+"""Memory the kept pool matrices and answers may take, per process (estimated)."""
+_HOST_ROW_BYTES = 4096
+"""Estimated memory of one host's row in a kept fleet (its feature words and name)."""
+
+
+class _PoolCache:
+    """Pools' fleets and answers kept in memory, each with the pool's change counter when it
+    was built (:meth:`cpuver.store.HostStore.generation`): a lookup reads the counter (one
+    small query) and rebuilds when any process changed the pool since. Bounded in bytes."""
+
+    def __init__(self, limit: int = POOL_CACHE_BYTES) -> None:
+        from cachetools import LRUCache
+
+        self._lock = threading.Lock()
+        self._entries: LRUCache[tuple[object, ...], tuple[int, object, int]] = LRUCache(
+            maxsize=limit, getsizeof=lambda entry: entry[2]
+        )
+
+    def get(self, key: tuple[object, ...], generation: int) -> object | None:
+        with self._lock:
+            found = self._entries.get(key)
+        return found[1] if found is not None and found[0] == generation else None
+
+    def put(self, key: tuple[object, ...], generation: int, value: object, size: int) -> None:
+        with self._lock:
+            if size <= self._entries.maxsize:
+                self._entries[key] = (generation, value, size)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+_pools = _PoolCache()
+
+
+def kept_pool_fleet(
+    store: HostStore, pool: str, catalog: Catalog, accel: str = "kvm", machine: str | None = None
+) -> tuple[int, Fleet]:
+    """:func:`pool_fleet` kept in memory until the pool changes (in any process sharing the
+    database); with the pool's change counter, for keeping answers derived from it."""
+    generation = store.generation(pool)
+    key = ("fleet", store.url, pool, catalog.build, catalog.release, accel, machine)
+    found = _pools.get(key, generation)
+    if found is not None:
+        return generation, found  # type: ignore[return-value]
+    fleet = pool_fleet(store, pool, catalog, accel, machine)
+    _pools.put(key, generation, fleet, 65536 + _HOST_ROW_BYTES * len(fleet.hosts))
+    return generation, fleet
+
+
+def kept_answer(
+    store: HostStore,
+    pool: str,
+    catalog: Catalog,
+    accel: str,
+    machine: str | None,
+    question: tuple[object, ...],
+    answer: Callable[[Fleet], bytes],
+) -> bytes:
+    """``answer(fleet)`` for the pool (ready JSON), kept until the pool changes."""
+    generation, fleet = kept_pool_fleet(store, pool, catalog, accel, machine)
+    key = ("answer", store.url, pool, catalog.build, catalog.release, accel, machine, *question)
+    found = _pools.get(key, generation)
+    if isinstance(found, bytes):
+        return found
+    made = answer(fleet)
+    _pools.put(key, generation, made, len(made) + 256)
+    return made
 
 
 def pool_fleet(
@@ -260,11 +333,16 @@ def guest_targets(
 
 
 def every_guest_targets(
-    host_store: HostStore, guest_store: GuestStore, pool: str | None = None
+    host_store: HostStore,
+    guest_store: GuestStore,
+    pool: str | None = None,
+    limit: int | None = None,
+    after: str | None = None,
 ) -> list[tuple[Guest, Targets]]:
-    """:func:`guest_targets` of every stored guest, reading each host snapshot once."""
+    """:func:`guest_targets` of every stored guest (a page of them with ``limit`` and
+    ``after``), reading each host snapshot once."""
     hosts = _stored_hosts(host_store, pool)
-    return [(guest, _targets(guest, hosts)) for guest in list_guests(guest_store)]
+    return [(guest, _targets(guest, hosts)) for guest in list_guests(guest_store, limit, after)]
 
 
 def _stored_hosts(host_store: HostStore, pool: str | None) -> list[HostCapabilities]:

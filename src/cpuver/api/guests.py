@@ -48,9 +48,12 @@ def get_guest(store: GuestStore, name: str) -> Guest:
     return _guest(store.get(name))
 
 
-def list_guests(store: GuestStore) -> list[Guest]:
-    """Every stored guest, read in one query."""
-    return [_guest(record) for record in store.list()]
+def list_guests(
+    store: GuestStore, limit: int | None = None, after: str | None = None
+) -> list[Guest]:
+    """Every stored guest (a page of them, by name, with ``limit`` and ``after``), read in one
+    query."""
+    return [_guest(record) for record in store.list(limit, after)]
 
 
 def _store_change(store: GuestStore, old: Guest, new: Guest, reason: str) -> Guest:
