@@ -59,6 +59,7 @@ CONNECT_TIMEOUT_S = 10
 """How long a PostgreSQL connection attempt may take before the store is unavailable."""
 _WRITE = "cpuver_write"
 _log = logging.getLogger("cpuver.store")
+_log.addHandler(logging.NullHandler())  # the CLI says only the one-line error; serve logs it
 
 # What SQLite says (the only text of its errors) -> what the user is told.
 _SQLITE_UNAVAILABLE = (

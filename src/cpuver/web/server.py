@@ -16,6 +16,7 @@ Requests must name the server in their ``Host`` header (:func:`server_names`, pl
 from __future__ import annotations
 
 import asyncio
+import logging
 import multiprocessing
 import multiprocessing.connection
 import signal
@@ -172,5 +173,9 @@ def _run_worker(
     options: dict[str, Any],
 ) -> None:
     """One worker: the app on its own listening socket (also the whole server when alone)."""
+    # the store's details of a database error (one line) go to the server's log
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
+    logging.getLogger("cpuver").addHandler(handler)
     config = uvicorn.Config(create_app(db_url, token, names), **options)
     uvicorn.Server(config).run(sockets=[sock])
