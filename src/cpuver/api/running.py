@@ -239,15 +239,22 @@ def _keep_running(
 
     if running_guest(store, guest.name) is not None:
         raise QemuError(f"guest {guest.name!r} already runs in QEMU")
+    from cpuver.host.qemu import end_process, processes_under
+
     workdir = _new_workdir(store, guest.name)
     cpu, _features, _signature = _pinned_cpu(guest, catalog)
-    vm = boot(QemuInstall(binary), cpu, workdir)
+    vm: RunningVm | None = None
     try:
+        vm = boot(QemuInstall(binary), cpu, workdir)
         _problems_or_stop(vm, guest, catalog, what)
         vm.session.command("cont")
         return _record_running(store, guest.name, vm, workdir, binary)
     except BaseException:
-        vm.close()
+        if vm is not None:
+            vm.close()
+        for pid, _workdir in processes_under(workdir):  # interrupted before it knew the process
+            end_process(pid)
+        _remove_own(workdir, store)
         raise
 
 

@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
     store = api.open_store(args.db)
     for pid in api.end_strays(store):
         print(
-            f"ended QEMU pid {pid}: its command was killed before it kept a record", file=sys.stderr
+            f"ended QEMU pid {pid}: its command ended before it kept a record", file=sys.stderr
         )
     if args.action == "restore":
         return _restore(args, store, catalog)

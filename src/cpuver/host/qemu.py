@@ -347,6 +347,10 @@ class QmpSession:
                 self._process.kill()
             self._process.wait()
             self._process = None
+        elif self._given_workdir is not None:
+            # interrupted (SIGTERM, Ctrl-C) while Popen ran: the QEMU may run without a handle
+            for pid, _workdir in processes_under(self._given_workdir):
+                end_process(pid)
         if self._workdir is not None and self._given_workdir is None:
             shutil.rmtree(self._workdir, ignore_errors=True)
         self._workdir = None
