@@ -25,6 +25,7 @@ from starlette.staticfiles import StaticFiles
 from cpuver import api
 from cpuver.errors import CpuverError
 from cpuver.names import NAME_MAX
+from cpuver.store import StoreUnavailable
 
 if TYPE_CHECKING:
     from cpuver.fleet import Fleet
@@ -38,6 +39,7 @@ FINGERPRINT_SHOWN = 12
 GZIP_FROM_BYTES = 32_768
 PAGE_DEFAULT = 100
 PAGE_MAX = 1000
+RETRY_AFTER_S = 5
 
 
 def _e(value: object) -> str:
@@ -87,17 +89,20 @@ def _rendered(
     3 MB of HTML (every blocked cell names what its host lacks) and 0.2 MB compressed. Only
     the dashboard does this; the JSON routes stay as they are."""
     status = 200
+    headers = {"Vary": "Accept-Encoding"}
     try:
         title, body = render()
     except CpuverError as err:
         status, title = (404, "Not found") if isinstance(err, LookupError) else (400, "Error")
+        if isinstance(err, StoreUnavailable):
+            status, title = 503, "Unavailable"
+            headers["Retry-After"] = str(RETRY_AFTER_S)
         message = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
         body = (
             f'<h1>{title}</h1><p class="error" role="alert">{_e(message)}</p>'
             '<p><a href="/">Back to the overview</a></p>'
         )
     page = _page(title, body, current if status == 200 else "").encode()
-    headers = {"Vary": "Accept-Encoding"}
     if len(page) >= GZIP_FROM_BYTES and "gzip" in request.headers.get("accept-encoding", ""):
         page = gzip.compress(page, compresslevel=5)
         headers["Content-Encoding"] = "gzip"

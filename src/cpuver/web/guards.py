@@ -55,10 +55,6 @@ async def _refuse(send: Send, status: int, message: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-class TooLarge(Exception):
-    """The body passed :data:`MAX_BODY_BYTES` while it was read."""
-
-
 class BodyLimit:
     def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
         self.app = app
@@ -82,27 +78,30 @@ class BodyLimit:
                     await _refuse(send, 413, self._message())
                     return
         seen = 0
-        started = False
+        started = refused = False
 
         async def limited() -> Message:
-            nonlocal seen
+            # past the limit: answer 413 now, and tell the app the client went away (it stops
+            # reading; whatever it answers then is dropped)
+            nonlocal seen, refused
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise TooLarge
+                if seen > self.limit and not refused:
+                    refused = True
+                    if not started:
+                        await _refuse(send, 413, self._message())
+                    return {"type": "http.disconnect"}
             return message
 
         async def watched(message: Message) -> None:
             nonlocal started
+            if refused:
+                return
             started = started or message["type"] == "http.response.start"
             await send(message)
 
-        try:
-            await self.app(scope, limited, watched)
-        except TooLarge:
-            if not started:
-                await _refuse(send, 413, self._message())
+        await self.app(scope, limited, watched)
 
 
 def _host_of(header: str) -> str:
