@@ -152,6 +152,22 @@ def kept_answer(
     return made
 
 
+def fresh_answer(
+    store: HostStore,
+    pool: str,
+    catalog: Catalog,
+    accel: str,
+    machine: str | None,
+    question: tuple[object, ...],
+) -> bytes | None:
+    """The kept answer of :func:`kept_answer` if the pool has not changed since, else None
+    (one read of the pool's change counter; nothing is built)."""
+    generation = store.generation(pool)
+    key = ("answer", store.url, pool, catalog.build, catalog.release, accel, machine, *question)
+    found = _pools.get(key, generation)
+    return found if isinstance(found, bytes) else None
+
+
 def pool_fleet(
     store: HostStore,
     pool: str,

@@ -56,6 +56,35 @@ def list_guests(
     return [_guest(record) for record in store.list(limit, after)]
 
 
+def guest_rows(
+    store: GuestStore, limit: int | None = None, after: str | None = None
+) -> list[dict[str, object]]:
+    """Every stored guest (a page with ``limit`` and ``after``) in a line: name, state, host,
+    pinned CPU, machine, accelerator, pending CPU, fingerprint, generation. Read from the
+    stored documents without rebuilding each pin (a page of a big store stays fast); the
+    store holds only pins cpuver wrote and checked."""
+    import orjson
+
+    rows: list[dict[str, object]] = []
+    for record in store.list(limit, after):
+        pin = orjson.loads(record.pin_json)
+        pending = orjson.loads(record.pending_json) if record.pending_json else None
+        rows.append(
+            {
+                "name": record.name,
+                "state": record.state,
+                "host": record.host,
+                "cpu": pin["name"],
+                "machine": pin["machine"],
+                "accel": pin["accel"],
+                "pending": pending["name"] if pending else None,
+                "fingerprint": record.fingerprint,
+                "generation": record.generation,
+            }
+        )
+    return rows
+
+
 def _store_change(store: GuestStore, old: Guest, new: Guest, reason: str) -> Guest:
     """Write ``new`` if nobody changed the guest since ``old`` was read (else ConcurrentUpdate)."""
     pending = json.dumps(new.pending.to_json(), sort_keys=True) if new.pending else None

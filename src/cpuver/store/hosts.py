@@ -27,6 +27,7 @@ from cpuver.store import StoreError
 from cpuver.store.repository import GuestStore, _now, _utc
 from cpuver.store.tables import host_snapshots, hosts, pool_members, pools
 
+_GENERATION = "SELECT generation FROM pools WHERE name = ?"
 ADD_ATTEMPTS = 3
 """Tries of :meth:`HostStore.add` when a concurrent writer inserts the same host or pool first."""
 
@@ -210,8 +211,7 @@ class HostStore:
         hosts (added, refreshed, removed), so a process can keep answers about the pool and
         know, with this one cheap read, when another process changed it."""
         check_name("pool", pool)
-        with self._db._transaction(write=False) as conn:
-            found = conn.execute(select(pools.c.generation).where(pools.c.name == pool)).scalar()
+        found = self._db.read_one(_GENERATION, pool)
         if found is None:
             raise PoolNotFound(pool)
         return int(found)

@@ -454,7 +454,11 @@ def create_app(
         page = [{"pool": p.name, "hosts": list(p.hosts)} for p in hosts().pools(limit, after)]
         return _json(page, _page_headers(request, [p["pool"] for p in page], limit))
 
-    def kept(
+    # SQLite answers the change counter from a local file in microseconds: a kept answer is
+    # then sent from the event loop; a database server is asked from a worker thread
+    local_store = db_url is None or db_url.startswith("sqlite")
+
+    async def kept(
         pool: str,
         qemu: str | None,
         machine: str | None,
@@ -463,14 +467,17 @@ def create_app(
         answer: Callable[[Any], Any],
     ) -> Response:
         """A pool answer as ready JSON, kept in memory until the pool changes."""
-        body = api.kept_answer(
-            hosts(), pool, api.open_catalog(qemu), accel, machine, question,
-            lambda fleet: orjson.dumps(answer(fleet)),
-        )  # fmt: skip
+        catalog = api.open_catalog(qemu)
+        args = (hosts(), pool, catalog, accel, machine, question)
+        body = api.fresh_answer(*args) if local_store else None
+        if body is None:
+            body = await run_in_threadpool(
+                api.kept_answer, *args, lambda fleet: orjson.dumps(answer(fleet))
+            )
         return Response(body, media_type="application/json")
 
     @app.get("/api/pools/{pool}/best", tags=["fleet"], response_model=dict[str, Any])
-    def pool_best(
+    async def pool_best(
         pool: str,
         spec: Annotated[str, Query(min_length=1, max_length=SPEC_MAX_CHARS)],
         qemu: ReleaseQuery = None,
@@ -479,17 +486,17 @@ def create_app(
     ) -> Response:
         """The newest version of the spec's model every host of the pool runs (as
         ``cpuver pool best --json``)."""
-        return kept(
+        return await kept(
             pool, qemu, machine, accel, ("best", spec),
             lambda fleet: api.pool_best_json(pool, api.pool_best(fleet, spec)),
         )  # fmt: skip
 
     @app.get("/api/pools/{pool}/matrix", tags=["fleet"], response_model=dict[str, Any])
-    def pool_matrix(
+    async def pool_matrix(
         pool: str, qemu: ReleaseQuery = None, machine: MachineQuery = None, accel: Accel = "kvm"
     ) -> Response:
         """Hosts x model versions: which runs where (as ``cpuver pool matrix --json``)."""
-        return kept(
+        return await kept(
             pool, qemu, machine, accel, ("matrix",),
             lambda fleet: {
                 "pool": pool,
@@ -500,12 +507,12 @@ def create_app(
         )  # fmt: skip
 
     @app.get("/api/pools/{pool}/baseline", tags=["fleet"], response_model=dict[str, Any])
-    def pool_baseline(
+    async def pool_baseline(
         pool: str, qemu: ReleaseQuery = None, machine: MachineQuery = None, accel: Accel = "kvm"
     ) -> Response:
         """Per model family, the newest version every host of the pool runs (as ``cpuver pool
         baseline --json``)."""
-        return kept(
+        return await kept(
             pool, qemu, machine, accel, ("baseline",),
             lambda fleet: {"pool": pool, "hosts": list(fleet.hosts), "best": fleet.baseline()},
         )  # fmt: skip
@@ -525,20 +532,7 @@ def create_app(
     @app.get("/api/guests", tags=["guests"], response_model=list[dict[str, Any]])
     def list_guests(request: Request, limit: Limit = PAGE_DEFAULT, after: After = None) -> Response:
         """Every stored guest with its pinned CPU, by name (paged)."""
-        page = [
-            {
-                "name": guest.name,
-                "state": guest.state,
-                "host": guest.host,
-                "cpu": guest.pin.name,
-                "machine": guest.pin.machine,
-                "accel": guest.pin.accel,
-                "pending": guest.pending.name if guest.pending else None,
-                "fingerprint": guest.pin.fingerprint,
-                "generation": guest.generation,
-            }
-            for guest in api.list_guests(guests(), limit, after)
-        ]
+        page = api.guest_rows(guests(), limit, after)
         return _json(page, _page_headers(request, [str(g["name"]) for g in page], limit))
 
     @app.get("/api/guests/{name}", tags=["guests"])
