@@ -56,7 +56,8 @@ def refused(done: subprocess.CompletedProcess[str], *words: str) -> str:
     lines = done.stderr.rstrip().splitlines()
     progress, last = lines[:-1], lines[-1]
     assert last.startswith("cpuver: error: "), done.stderr
-    assert all(line.startswith("  ") for line in progress), done.stderr  # progress lines only
+    # the lines before it are progress ("  asking QEMU ...", "read 1/2 hv2"), never an error
+    assert not [line for line in progress if "error" in line], done.stderr
     for word in words:
         assert word in last, last
     return last
@@ -202,18 +203,26 @@ BROKEN_SNAPSHOTS = {
 
 
 @pytest.mark.parametrize("kind", sorted(BROKEN_SNAPSHOTS))
-@pytest.mark.parametrize("command", ["fleet-add", "host-show"])
-def test_a_broken_snapshot_is_refused_and_nothing_stored(
-    cpuver: Run, tmp_path: Path, kind: str, command: str
+def test_fleet_add_refuses_a_broken_snapshot_and_stores_nothing(
+    cpuver: Run, tmp_path: Path, kind: str
 ) -> None:
     path = tmp_path / f"{kind}.json"
     path.write_text(BROKEN_SNAPSHOTS[kind])
+    good = tmp_path / "hv2.json"
+    good.write_text(json.dumps(snapshot("hv2", capable())))
     db = f"sqlite:///{tmp_path / 'cpuver.db'}"
-    argv = ("fleet", "add", str(path), "--pool", "p", "--db", db) if command == "fleet-add" else (
-        "host", "show", str(path))  # fmt: skip
-    refused(cpuver(*argv), f"{kind}.json")
-    if command == "fleet-add":
-        assert cpuver("fleet", "ls", "--json", "--db", db).stdout.strip() == "[]"
+    refused(cpuver("fleet", "add", str(good), str(path), "--pool", "p", "--db", db), f"{kind}.json")
+    with HostStore(db) as store:
+        assert store.list() == []
+
+
+@pytest.mark.parametrize("kind", ["nested", "release-abc", "5000-digit-family", "accelerator-foo"])
+def test_host_show_of_a_broken_snapshot_is_one_error(
+    cpuver: Run, tmp_path: Path, kind: str
+) -> None:
+    path = tmp_path / f"{kind}.json"
+    path.write_text(BROKEN_SNAPSHOTS[kind])
+    refused(cpuver("host", "show", str(path)), f"{kind}.json")
 
 
 def test_a_nested_or_huge_guest_file_is_one_error(cpuver: Run, tmp_path: Path) -> None:
@@ -267,8 +276,8 @@ def snapshot_files(directory: Path, count: int) -> list[str]:
 
 
 def test_fleet_add_killed_while_storing_stores_all_or_nothing(tmp_path: Path, cpuver: Run) -> None:
-    files = snapshot_files(tmp_path, 1500)
-    for round_ in range(3):
+    files = snapshot_files(tmp_path, 1000)
+    for round_ in range(2):
         db = f"sqlite:///{tmp_path / f'fleet{round_}.db'}"
         process = subprocess.Popen(
             [cpuver_script(), "fleet", "add", *files, "--pool", "rack", "--db", db],
@@ -276,7 +285,7 @@ def test_fleet_add_killed_while_storing_stores_all_or_nothing(tmp_path: Path, cp
         )  # fmt: skip
         assert process.stderr is not None
         for line in iter(process.stderr.readline, ""):  # one line per file: not a terminal
-            if line.startswith(f"added {200 + 500 * round_}/"):
+            if line.startswith(f"added {200 + 600 * round_}/"):
                 process.send_signal(signal.SIGKILL)
                 break
         process.wait(timeout=120)
@@ -287,7 +296,9 @@ def test_fleet_add_killed_while_storing_stores_all_or_nothing(tmp_path: Path, cp
 def test_adding_the_same_snapshot_again_adds_no_history_row(cpuver: Run, tmp_path: Path) -> None:
     [path] = snapshot_files(tmp_path, 1)
     db = f"sqlite:///{tmp_path / 'cpuver.db'}"
-    for _ in range(3):
+    for _ in range(2):
         assert cpuver("fleet", "add", path, "--pool", "rack", "--db", db).returncode == 0
-    [listed] = json.loads(cpuver("fleet", "ls", "--json", "--db", db).stdout)
-    assert listed["snapshots"] == 1
+    with HostStore(db) as store:
+        [listed] = store.list()
+        assert listed.snapshots == 1
+        assert len(store.history("hv0")) == 1

@@ -27,7 +27,7 @@ import pytest
 
 from fleet_hosts import TSX, capable, snapshot
 from postgres import PostgresCluster, postgres_bindir, unavailable, url_fixture  # noqa: F401
-from servers import AUTH, Serve, Server
+from servers import AUTH, Serve, Server, server_pool
 
 GUESTS = "/api/guests"
 
@@ -40,10 +40,13 @@ def no_traceback(server: Server) -> None:
     assert "Traceback" not in server.output(), server.output()[-3000:]
 
 
-@pytest.fixture
-def sqlite_server(tmp_path: Path, serve: Serve) -> Server:
-    [server] = serve(f"sqlite:///{tmp_path / 'cpuver.db'}", 1)
-    return server
+@pytest.fixture(scope="module")
+def sqlite_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One server on a SQLite store for the tests that need no store of their own."""
+    workdir = tmp_path_factory.mktemp("hardening")
+    with server_pool(workdir) as start:
+        [server] = start(f"sqlite:///{workdir / 'cpuver.db'}", 1)
+        yield server
 
 
 # -- 2. bounded requests --------------------------------------------------------------------------
@@ -258,7 +261,10 @@ def workers_of(server: Server) -> list[int]:
     """The worker processes (spawn also starts a resource tracker, which is not one)."""
     workers = []
     for child, state in children(server.process.pid):
-        cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+        try:
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+        except OSError:  # it has just ended
+            continue
         if b"spawn_main" in cmdline and state != "Z":
             workers.append(child)
     return sorted(workers)

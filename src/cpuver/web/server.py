@@ -50,8 +50,16 @@ def server_names(host: str, extra: Sequence[str] = ()) -> list[str]:
     if host in WILDCARDS or host.startswith("127.") or host in ("::1", "localhost"):
         names += LOOPBACK_NAMES
     if host in WILDCARDS:
-        names += [socket.gethostname(), socket.getfqdn()]
+        names += [socket.gethostname(), socket.getfqdn(), *_addresses(socket.gethostname())]
     return list(dict.fromkeys(name for name in names if name))
+
+
+def _addresses(name: str) -> list[str]:
+    """The addresses ``name`` resolves to (none when it does not)."""
+    try:
+        return socket.gethostbyname_ex(name)[2]
+    except OSError:
+        return []
 
 
 class NoDelayHttp(HttpToolsProtocol):
