@@ -24,6 +24,7 @@ import bench_define
 import bench_fleet
 import bench_import
 import bench_probe
+import bench_reads
 import bench_replay
 import bench_resolve
 import bench_service
@@ -84,6 +85,7 @@ def main() -> int:
         bench_define.run,
         bench_fleet.run,
         lambda: bench_service.run([2], [4, 16, 64], args.service_seconds),
+        lambda: bench_reads.run(args.service_seconds),
         bench_replay.run,
     ]
     if args.imports:

@@ -36,8 +36,8 @@ def store(url: str) -> Iterator[HostStore]:
         yield opened
 
 
-def test_migration_head_is_r0003_and_creates_the_host_tables(url: str) -> None:
-    assert head_revision() == HEAD == "r0003"
+def test_migration_head_is_r0004_and_creates_the_host_tables(url: str) -> None:
+    assert head_revision() == HEAD == "r0004"
     HostStore(url).migrate()
     engine = create_engine(url)
     try:

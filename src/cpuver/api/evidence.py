@@ -6,6 +6,7 @@ filter offers, read with that release's rules (:mod:`cpuver.host.evidence`), set
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from cpuver.host import libvirt_caps, qmp_replies
 from cpuver.host.capabilities import AccelOffer, HostCapabilities, HostFacts, from_json
 from cpuver.host.capabilities import build as build_host
 from cpuver.host.evidence import AccelEvidence, Offer, QemuEvidence, offer, settle
+from cpuver.names import NAME_MAX, is_name
 
 _METHOD = {qmp_replies.FORM: "qmp", libvirt_caps.FORM: "libvirt"}
 
@@ -144,12 +146,15 @@ def _note(evidence: QemuEvidence, accel: AccelEvidence, found: Offer) -> str:
 
 
 def _host_name(source: str) -> str:
+    """QMP replies and libvirt's cache do not name their host: the file does (``hv3.xml`` ->
+    ``hv3``), made to follow the name rule (cpuver.names)."""
     if source in ("-", ""):
         return "stdin"
     name = Path(source).name
     for suffix in (".replies", ".xml", ".json"):
         name = name.removesuffix(suffix)
-    return name or "host"
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", name).lstrip("._-")[:NAME_MAX]
+    return name if is_name(name) else "host"
 
 
 def _int(value: object) -> int | None:

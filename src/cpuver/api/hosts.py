@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from cpuver.api.catalogs import open_catalog
 from cpuver.catalog import Catalog, NameKind
 from cpuver.catalog.files import BUNDLED
+from cpuver.documents import load_json, text_of
 from cpuver.errors import CpuverError, HostError, QemuError
 from cpuver.host.capabilities import AccelOffer, HostCapabilities, from_json
 from cpuver.host.capabilities import build as build_host
@@ -62,11 +63,10 @@ def read_host(argument: str, qemu_binary: Path | None = None) -> HostCapabilitie
     if argument == "local":
         return probe_host("auto", [qemu_binary] if qemu_binary else ())
     try:
-        text = sys.stdin.read() if argument == "-" else Path(argument).read_text()
+        raw = sys.stdin.buffer.read() if argument == "-" else Path(argument).read_bytes()
     except OSError as err:
         raise HostError(f"cannot read host file {argument}: {err.strerror}") from err
-    except UnicodeDecodeError as err:
-        raise HostError(f"{argument}: not a text file (byte {err.start} is not UTF-8)") from err
+    text = text_of(raw, argument)
     # QMP replies and libvirt's capabilities cache, read with QEMU's rules (api.evidence).
     from cpuver.api.evidence import host_from_evidence, read_evidence
 
@@ -80,6 +80,8 @@ def read_host(argument: str, qemu_binary: Path | None = None) -> HostCapabilitie
             f"{argument}: not valid JSON at line {err.lineno} column {err.colno}: {err.msg}"
             + (" (truncated?)" if _truncated(err, text) else "")
         ) from err
+    except (RecursionError, ValueError):
+        data = load_json(text, argument)  # raises the error that names what is wrong
     return from_json(data, argument)
 
 

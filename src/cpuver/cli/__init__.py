@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from cpuver import api
@@ -148,8 +150,15 @@ def _host_parser(sub: Any) -> Any:
     return host_sub
 
 
+def _terminated(signum: int, _frame: FrameType | None) -> None:
+    """SIGTERM ends cpuver as Ctrl-C does: every cleanup runs (a QEMU being launched is
+    ended, nothing is half-written), instead of the process vanishing mid-way."""
+    raise SystemExit(128 + signum)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         return _run(args)
     except InvalidSpec as err:

@@ -99,6 +99,8 @@ pools = Table(
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("name", String(255), nullable=False, unique=True),
+    # r0004: goes up with every change of the pool's hosts (HostStore.generation)
+    Column("generation", Integer, nullable=False, server_default="0"),
 )
 
 pool_members = Table(
