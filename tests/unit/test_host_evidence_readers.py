@@ -192,3 +192,17 @@ def test_an_unknown_feature_is_named_with_its_reason(
     out = capsys.readouterr().out
     assert code == 0
     assert "  unknown: invtsc, not in QEMU's expansion: a migratable host expansion never" in out
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("[" * 100_000, "r: JSON nested too deeply to read"),
+        ('{"return": {"model": {"name": "host", "props": {"family": ' + "9" * 5000 + "}}}}",
+         "r: JSON holds a number too long to read"),
+    ],
+)  # fmt: skip
+def test_replies_too_deep_or_too_long_to_read_get_one_line(text: str, problem: str) -> None:
+    with pytest.raises(HostError) as caught:
+        qmp_replies.read(text, "r")
+    assert str(caught.value) == problem

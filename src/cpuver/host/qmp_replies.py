@@ -48,6 +48,10 @@ def messages(text: str, source: str) -> list[dict[str, Any]]:
             raise HostError(
                 f"{source}: not valid JSON at line {err.lineno} column {err.colno}: {err.msg}"
             ) from err
+        except RecursionError as err:
+            raise HostError(f"{source}: JSON nested too deeply to read") from err
+        except ValueError as err:  # an integer of more digits than Python converts
+            raise HostError(f"{source}: JSON holds a number too long to read") from err
         found.append(value)
     if len(found) == 1 and isinstance(found[0], list):
         found = found[0]
