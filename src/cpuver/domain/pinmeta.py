@@ -1,0 +1,178 @@
+"""cpuver's element in a libvirt domain's ``<metadata>``, and the fingerprint of a pinned CPU.
+
+A pinned domain carries everything a host needs to check its pin, with no shared database::
+
+    <cpuver:cpu xmlns:cpuver="https://cpuver.dev/xmlns/1" version="best"
+                spec="Westmere,version=best" pinned="Westmere-v1" base="Westmere-v1"
+                model="Westmere-v1" machine="pc-q35-10.0" accel="tcg" catalog="10.0.2"
+                build="QEMU emulator version 10.0.2 (...)" fingerprint="02c7...">
+      <cpuver:signature vendor="GenuineIntel" family="6" model="44" stepping="1"
+                        model-id="Westmere E56xx/L56xx/X56xx (Nehalem-C)" min-level="11"
+                        min-xlevel="2147483658"/>
+      <cpuver:features on="" off="ace2 kvmclock ..."/>
+    </cpuver:cpu>
+
+``version`` is the user's version policy (``best``, ``latest``, ``vN``, ``X.Y.Z``: the only
+attribute a user writes by hand), ``spec`` what was asked for, ``pinned`` the resolution's name,
+``base`` the version QEMU starts from, ``model`` the name written in ``<model>``,
+``catalog``/``build`` the catalog the pin was made with. ``<cpuver:features>`` holds the state of
+every feature the ``<cpu>`` cannot name (libvirt's CPU map has no name for it); together with
+the ``<cpu>``'s own features they are the whole pinned CPU, so the fingerprint of what a domain's
+XML says can be computed from the XML alone, and an edited ``<cpu>`` no longer matches it.
+
+Only the standard library is used: the libvirt hook (:mod:`cpuver.hook`) reads this on every
+domain start and must start fast.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import xml.etree.ElementTree as ET
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from html import escape
+
+NAMESPACE = "https://cpuver.dev/xmlns/1"
+TAG = f"{{{NAMESPACE}}}cpu"
+_SIGNATURE = f"{{{NAMESPACE}}}signature"
+_FEATURES = f"{{{NAMESPACE}}}features"
+SIGNATURE_ATTRIBUTES = (
+    "vendor",
+    "family",
+    "model",
+    "stepping",
+    "model-id",
+    "min-level",
+    "min-xlevel",
+)
+"""QEMU's signature properties (as :data:`cpuver.models.SIGNATURE_FIELDS`)."""
+_TEXT_FIELDS = ("vendor", "model-id")
+
+
+def fingerprint(
+    version: str,
+    machine: str,
+    on: Iterable[str],
+    off: Iterable[str],
+    signature: Mapping[str, str | int],
+) -> str:
+    """SHA-256 (hex) of the canonical JSON of a guest-visible CPU: a pure function of it."""
+    canonical = {
+        "version": version,
+        "machine": machine,
+        "features": {"on": sorted(set(on)), "off": sorted(set(off))},
+        "signature": {name: signature[name] for name in SIGNATURE_ATTRIBUTES},
+    }
+    text = json.dumps(canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class PinMetadata:
+    """What cpuver's metadata element says (attributes as written; None when absent)."""
+
+    policy: str | None
+    fingerprint: str | None
+    spec: str | None = None
+    pinned: str | None = None
+    base: str | None = None
+    model: str | None = None
+    machine: str | None = None
+    accel: str | None = None
+    catalog: str | None = None
+    build: str | None = None
+    signature: Mapping[str, str | int] | None = None
+    on: frozenset[str] = frozenset()
+    """Features the ``<cpu>`` cannot name that the pin has on."""
+    off: frozenset[str] = frozenset()
+
+    @property
+    def complete(self) -> bool:
+        """Written by ``cpuver domain pin``: enough to check the pin on any host."""
+        return None not in (self.fingerprint, self.base, self.model, self.signature)
+
+
+class MetadataError(ValueError):
+    """cpuver's metadata element is malformed (``where``: the attribute or child)."""
+
+
+def find(domain: ET.Element) -> ET.Element | None:
+    return domain.find(f"metadata/{TAG}")
+
+
+def read(element: ET.Element) -> PinMetadata:
+    """The metadata element's content; :class:`MetadataError` names a malformed part."""
+    signature: dict[str, str | int] | None = None
+    found = element.find(_SIGNATURE)
+    if found is not None:
+        signature = {}
+        for name in SIGNATURE_ATTRIBUTES:
+            value = found.get(name)
+            if value is None:
+                raise MetadataError(f"cpuver:signature/@{name}: missing")
+            if name in _TEXT_FIELDS:
+                signature[name] = value
+            elif value.isdigit():
+                signature[name] = int(value)
+            else:
+                raise MetadataError(f"cpuver:signature/@{name}: {value!r} is not a number")
+    features = element.find(_FEATURES)
+    on = off = frozenset[str]()
+    if features is not None:
+        on = frozenset((features.get("on") or "").split())
+        off = frozenset((features.get("off") or "").split())
+        if on & off:
+            raise MetadataError(f"cpuver:features: {sorted(on & off)} both on and off")
+    get = element.get
+    return PinMetadata(
+        policy=get("version"),
+        fingerprint=get("fingerprint"),
+        spec=get("spec"),
+        pinned=get("pinned"),
+        base=get("base"),
+        model=get("model"),
+        machine=get("machine"),
+        accel=get("accel"),
+        catalog=get("catalog"),
+        build=get("build"),
+        signature=signature,
+        on=on,
+        off=off,
+    )
+
+
+def write(meta: PinMetadata, indent: str = "") -> str:
+    """The element as text (with its namespace declaration), children indented under ``indent``."""
+    attributes = [
+        ("version", meta.policy),
+        ("spec", meta.spec),
+        ("pinned", meta.pinned),
+        ("base", meta.base),
+        ("model", meta.model),
+        ("machine", meta.machine),
+        ("accel", meta.accel),
+        ("catalog", meta.catalog),
+        ("build", meta.build),
+        ("fingerprint", meta.fingerprint),
+    ]
+    head = f"<cpuver:cpu xmlns:cpuver='{NAMESPACE}'" + "".join(
+        f" {name}='{escape(value)}'" for name, value in attributes if value is not None
+    )
+    children = []
+    if meta.signature is not None:
+        children.append(
+            "<cpuver:signature"
+            + "".join(
+                f" {name}='{escape(str(meta.signature[name]))}'" for name in SIGNATURE_ATTRIBUTES
+            )
+            + "/>"
+        )
+    if meta.on or meta.off:
+        children.append(
+            f"<cpuver:features on='{' '.join(sorted(meta.on))}' off='{' '.join(sorted(meta.off))}'/>"
+        )
+    if not children:
+        return head + "/>"
+    inner = "".join(f"\n{indent}  {child}" for child in children)
+    return f"{head}>{inner}\n{indent}</cpuver:cpu>"
