@@ -105,7 +105,8 @@ class Daemon:
 
     def start(self) -> None:
         mounts = "; ".join(
-            f"mkdir -p '{folder}'; mount --bind '{self.dirs[key]}' '{folder}'" for key, folder in FOLDERS.items()
+            f"mkdir -p '{folder}'; mount --bind '{self.dirs[key]}' '{folder}'"
+            for key, folder in FOLDERS.items()
         )
         script = (
             f"set -e; {mounts}; "

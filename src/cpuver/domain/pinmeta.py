@@ -169,9 +169,8 @@ def write(meta: PinMetadata, indent: str = "") -> str:
             + "/>"
         )
     if meta.on or meta.off:
-        children.append(
-            f"<cpuver:features on='{' '.join(sorted(meta.on))}' off='{' '.join(sorted(meta.off))}'/>"
-        )
+        on, off = " ".join(sorted(meta.on)), " ".join(sorted(meta.off))
+        children.append(f"<cpuver:features on='{on}' off='{off}'/>")
     if not children:
         return head + "/>"
     inner = "".join(f"\n{indent}  {child}" for child in children)
