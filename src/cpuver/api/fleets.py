@@ -36,17 +36,23 @@ def add_host_files(
     files: Sequence[str],
     pools: Sequence[str],
     progress: Callable[[str, int, int, str], None] | None = None,
+    connections: Sequence[str] = (),
 ) -> list[HostRecord]:
-    """Read each host snapshot (as :func:`read_host` does) and store it under its host name in
-    ``pools``; a host added before is refreshed (its old snapshot stays in the history).
-    Every file is read and checked before the first is stored, so a bad one stores nothing.
+    """Read each host snapshot (as :func:`read_host` does), and the host behind each libvirt
+    connection URI (its domcapabilities), and store them under their host names in ``pools``;
+    a host added before is refreshed (its old snapshot stays in the history). Everything is
+    read and checked before the first is stored, so a bad one stores nothing.
     ``progress(verb, done, total, host)`` is called after each read ("read") and each store
     ("added")."""
+    from cpuver.api.libvirt_domains import probe_libvirt
+
+    readers: list[Callable[[str], HostCapabilities]] = [read_host, probe_libvirt]
+    sources = [(readers[0], f) for f in files] + [(readers[1], c) for c in connections]
     read = []
-    for done, argument in enumerate(files, 1):
-        read.append(read_host(argument))
+    for done, (reader, argument) in enumerate(sources, 1):
+        read.append(reader(argument))
         if progress is not None:
-            progress("read", done, len(files), read[-1].name)
+            progress("read", done, len(sources), read[-1].name)
     added = []
     for done, host in enumerate(read, 1):
         added.append(add_host(store, host, pools))
@@ -58,6 +64,25 @@ def add_host_files(
 def add_host(store: HostStore, host: HostCapabilities, pools: Sequence[str]) -> HostRecord:
     """Store a host's snapshot (normalised) in ``pools``; a known host is refreshed."""
     return store.add(json.dumps(host.to_json(), sort_keys=True), host.name, pools)
+
+
+def update_hosts(
+    store: HostStore,
+    catalog: Catalog,
+    accel: str,
+    host: HostCapabilities | None = None,
+    pool: str | None = None,
+) -> list[HostCapabilities]:
+    """The hosts a CPU update must run on: the given host, the pool (as one host), or with
+    neither every stored host probed under ``accel``."""
+    from cpuver.fleet import offers_of
+
+    if host is not None:
+        return [host]
+    if pool is not None:
+        return [pool_host(store, pool, catalog, accel)]
+    stored = [stored_host(record) for record in store.list(None)]
+    return [h for h in stored if offers_of(h, accel, catalog.release, catalog) is not None]
 
 
 def stored_host(record: HostRecord) -> HostCapabilities:
@@ -242,18 +267,19 @@ def guest_targets(
     host_store: HostStore, guest_store: GuestStore, name: str, pool: str | None = None
 ) -> Targets:
     """Every host (of ``pool``, when given) with the pinned features of guest ``name`` it lacks."""
-    return _targets(get_guest(guest_store, name), _stored_hosts(host_store, pool))
+    return _targets(get_guest(guest_store, name), stored_hosts(host_store, pool))
 
 
 def every_guest_targets(
     host_store: HostStore, guest_store: GuestStore, pool: str | None = None
 ) -> list[tuple[Guest, Targets]]:
     """:func:`guest_targets` of every stored guest, reading each host snapshot once."""
-    hosts = _stored_hosts(host_store, pool)
+    hosts = stored_hosts(host_store, pool)
     return [(guest, _targets(guest, hosts)) for guest in list_guests(guest_store)]
 
 
-def _stored_hosts(host_store: HostStore, pool: str | None) -> list[HostCapabilities]:
+def stored_hosts(host_store: HostStore, pool: str | None = None) -> list[HostCapabilities]:
+    """Every stored host (of ``pool``, when given), its current snapshot read back."""
     return [stored_host(record) for record in host_store.list(pool)]
 
 

@@ -56,14 +56,19 @@ def probe_with_qemu(binary: Path, accels: Iterable[str] | None = None) -> HostCa
 
 
 def read_host(argument: str, qemu_binary: Path | None = None) -> HostCapabilities:
-    """A host from a file (snapshot v1/v2 or QMP expansion reply), ``-`` (standard input) or
-    ``local`` (a live probe of this host, method chosen as by ``cpuver host probe``)."""
+    """A host from a file (snapshot v1/v2, QMP expansion reply or libvirt's domcapabilities XML),
+    ``-`` (standard input) or ``local`` (a live probe of this host, method chosen as by
+    ``cpuver host probe``)."""
     if argument == "local":
         return probe_host("auto", [qemu_binary] if qemu_binary else ())
     try:
         text = sys.stdin.read() if argument == "-" else Path(argument).read_text()
     except OSError as err:
         raise HostError(f"cannot read host file {argument}: {err.strerror}") from err
+    if text.lstrip().startswith("<"):  # libvirt's `virsh domcapabilities`
+        from cpuver.api.libvirt_domains import read_domain_capabilities
+
+        return read_domain_capabilities(text, argument)
     try:
         data = json.loads(text)
     except json.JSONDecodeError as err:

@@ -175,3 +175,65 @@ def write(meta: PinMetadata, indent: str = "") -> str:
         return head + "/>"
     inner = "".join(f"\n{indent}  {child}" for child in children)
     return f"{head}>{inner}\n{indent}</cpuver:cpu>"
+
+
+_ON = ("require", "force")
+_OFF = ("disable", "forbid")
+
+
+def read_pin(domain: ET.Element, names: Mapping[str, str]) -> tuple[PinMetadata, frozenset[str]]:
+    """The pin a domain's XML states (its metadata and its ``<cpu>``) and the features it has on.
+
+    ``names`` maps libvirt's spelling of a feature to QEMU's where they differ. Raises
+    :class:`MetadataError` saying why the ``<cpu>`` is not the pin the metadata records (edited
+    after it was pinned), or why the metadata is not a pin.
+    """
+    element = find(domain)
+    if element is None:
+        raise MetadataError("the domain has no cpuver metadata")
+    meta = read(element)
+    if not meta.complete or meta.signature is None or meta.base is None:
+        raise MetadataError("cpuver's metadata records no pin (no fingerprint, base or signature)")
+    cpu = domain.find("cpu")
+    if cpu is None:
+        raise MetadataError("the domain has no <cpu>")
+    mode = cpu.get("mode", "custom")
+    model_element = cpu.find("model")
+    if mode != "custom" or model_element is None:
+        raise MetadataError(f"its <cpu> is mode {mode} without the pinned model {meta.model}")
+    model = (model_element.text or "").strip()
+    if model != meta.model:
+        raise MetadataError(f"its <cpu> names model {model}, the pin {meta.model}")
+    vendor = model_element.get("vendor_id")
+    if vendor is not None and vendor != meta.signature["vendor"]:
+        raise MetadataError(f"its <cpu> sets vendor {vendor}, the pin {meta.signature['vendor']}")
+    on, off = set(meta.on), set(meta.off)
+    for feature in cpu.iterfind("feature"):
+        spelled = feature.get("name") or ""
+        name = names.get(spelled, spelled)
+        policy = feature.get("policy", "require")
+        if policy in _ON:
+            on.add(name)
+        elif policy in _OFF:
+            off.add(name)
+        else:
+            raise MetadataError(f"its <cpu> has feature {spelled} as {policy}, not on or off")
+    os_type = domain.find("os/type")
+    machine = os_type.get("machine") if os_type is not None else None
+    if on & off or machine is None:
+        raise MetadataError("its <cpu> no longer matches the pin's fingerprint")
+    if fingerprint(meta.base, machine, on, off, meta.signature) != meta.fingerprint:
+        raise MetadataError(
+            f"its <cpu> no longer matches the fingerprint of its pin {meta.pinned or meta.base}"
+            " (changed behind cpuver's back?)"
+        )
+    return meta, frozenset(on)
+
+
+def mismatch(domain: ET.Element, names: Mapping[str, str]) -> str | None:
+    """Why :func:`read_pin` refuses the domain; None when its ``<cpu>`` is its pin."""
+    try:
+        read_pin(domain, names)
+    except MetadataError as err:
+        return str(err)
+    return None

@@ -285,7 +285,8 @@ def create_app(db_url: str | None, token: str | None) -> FastAPI:
         # and FastAPI's re-encoding of the answer would cost more than the work itself
         snapshot = _Snapshot(request.host) if request.host is not None else None
         resolver = _request_resolver(request.qemu, request.machine, request.accel, snapshot)
-        answer = [api.resolution_json(resolver.resolve(spec)) for spec in request.specs]
+        catalog = resolver.catalog
+        answer = [api.resolution_json(resolver.resolve(spec), catalog) for spec in request.specs]
         return Response(orjson.dumps(answer), media_type="application/json")
 
     @app.get("/api/hosts", tags=["fleet"])

@@ -1,0 +1,174 @@
+"""cpuver's libvirt ``qemu`` hook: refuse to start, restore or receive a pinned domain on a host
+that cannot run its pin, or whose ``<cpu>`` no longer is its pin.
+
+libvirt runs ``/etc/libvirt/hooks/qemu DOMAIN OPERATION SUBOP EXTRA`` with the domain XML on
+standard input; a non-zero exit at ``prepare begin`` (start), ``restore begin`` or ``migrate
+begin`` (on the destination) refuses the operation, and virsh shows the hook's standard error at
+the end of its message. Every other call, and every domain without cpuver's metadata, passes
+untouched: a failure while reading such a domain never blocks it.
+
+The hook answers from a cached snapshot of this host (``cpuver-hook/1`` JSON: what it offers per
+accelerator, its name, the libvirt spellings of feature names), re-probed only when what it was
+taken from changes: the QEMU binary the domain names, the kernel, the CPU microcode or the KVM
+modules. Or from a snapshot given once (``cpuver libvirt install-hook --host FILE``), never
+re-probed. So this module imports only the standard library and :mod:`cpuver.domain.pinmeta`:
+it runs on every domain start and must not slow libvirt down; the probe (the whole of cpuver) is
+imported only when the cache is stale.
+"""
+
+# os and open() instead of pathlib: importing pathlib costs more start-up time than the hook has.
+# ruff: noqa: PTH103, PTH105, PTH116, PTH120, PTH123
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from cpuver.domain import pinmeta
+
+SCHEMA = "cpuver-hook/1"
+DEFAULT_CACHE = "/var/cache/cpuver/libvirt-hook-host.json"
+GUARDED = {
+    ("prepare", "begin"): "start",
+    ("restore", "begin"): "restore",
+    ("migrate", "begin"): "receive the migration of",
+}
+_ACCELS = {"qemu": "tcg", "kvm": "kvm"}
+_DEFAULT_EMULATOR = "/usr/bin/qemu-system-x86_64"
+
+
+class Refused(Exception):
+    """The operation is refused; the message is the line virsh shows."""
+
+
+def main(
+    argv: Sequence[str],
+    cache: str = DEFAULT_CACHE,
+    stdin: TextIO | None = None,
+    stderr: TextIO | None = None,
+) -> int:
+    """The hook protocol: 0 lets libvirt go on, 1 refuses (with one line on ``stderr``)."""
+    text = (stdin or sys.stdin).read()  # libvirt writes the domain XML: always take it
+    action = GUARDED.get(tuple(argv[1:3]))  # type: ignore[arg-type]
+    if action is None:
+        return 0
+    try:
+        domain = ET.fromstring(text)
+    except ET.ParseError:
+        return 0  # not ours to judge
+    if pinmeta.find(domain) is None:
+        return 0
+    guest = argv[0]
+    try:
+        check(domain, guest, action, cache)
+    except Refused as err:
+        print(f"cpuver: {err}", file=stderr or sys.stderr)
+        return 1
+    return 0
+
+
+def check(domain: ET.Element, guest: str, action: str, cache: str) -> None:
+    """Refuse (:class:`Refused`) when this host cannot run the domain's pin."""
+    emulator = (domain.findtext("devices/emulator") or "").strip() or _DEFAULT_EMULATOR
+    try:
+        host = snapshot(cache, emulator)
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise Refused(
+            f"cannot {action} guest {guest!r}: cannot tell what this host offers "
+            f"({type(err).__name__}: {err})"
+        ) from err
+    try:
+        meta, on = pinmeta.read_pin(domain, host["libvirt-names"])
+    except pinmeta.MetadataError as err:
+        raise Refused(f"cannot {action} guest {guest!r}: {err}") from err
+    accel = _ACCELS.get(domain.get("type", ""), meta.accel or "")
+    offered = host["offers"].get(accel)
+    name = host["host"]
+    pinned = meta.pinned or meta.base
+    if offered is None:
+        raise Refused(
+            f"cannot {action} guest {guest!r} (pinned {pinned}) on host {name!r}: "
+            f"the host has no {accel} (probed: {', '.join(sorted(host['offers']))})"
+        )
+    missing = sorted(on - set(offered))
+    if missing:
+        raise Refused(
+            f"cannot {action} guest {guest!r} (pinned {pinned}) on host {name!r}: "
+            f"it lacks pinned feature(s) {', '.join(missing)} under {accel}"
+        )
+
+
+def host_key(emulator: str) -> dict[str, Any]:
+    """What the cached snapshot depends on (cheap to read: no process, a few small files)."""
+    qemu = os.stat(emulator)
+    modules = {}
+    for module in ("kvm", "kvm_intel", "kvm_amd"):
+        try:
+            found = os.stat(f"/sys/module/{module}")
+        except OSError:
+            continue
+        modules[module] = [found.st_ino, found.st_ctime_ns]
+    from cpuver import __version__
+
+    return {
+        "cpuver": __version__,
+        "qemu": [emulator, qemu.st_size, qemu.st_mtime_ns, qemu.st_ino],
+        "kernel": os.uname().release,
+        "microcode": _microcode(),
+        "kvm": modules,
+    }
+
+
+def _microcode() -> str | None:
+    try:
+        with open("/sys/devices/system/cpu/cpu0/microcode/version") as sysfs:
+            return sysfs.read().strip()
+    except OSError:
+        pass
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("microcode"):
+                    return line.partition(":")[2].strip()
+                if not line.strip():
+                    break  # the first CPU's block is enough
+    except OSError:
+        pass
+    return None
+
+
+def snapshot(cache: str, emulator: str) -> dict[str, Any]:
+    """The cached snapshot, probed again first when what it was taken from changed."""
+    try:
+        with open(cache) as file:
+            data: dict[str, Any] = json.load(file)
+    except FileNotFoundError:
+        data = {}
+    if data.get("schema") == SCHEMA and data.get("key") is None and "offers" in data:
+        return data  # given with --host: never probed again
+    key = host_key(emulator)
+    if data.get("schema") == SCHEMA and data.get("key") == key:
+        return data
+    from cpuver.api.libvirt_domains import hook_snapshot  # the whole of cpuver: only now
+
+    data = hook_snapshot(emulator, key)
+    write_snapshot(cache, data)
+    return data
+
+
+def write_snapshot(cache: str, data: dict[str, Any]) -> None:
+    """Write the cache atomically (a hook running at the same time reads the old or the new)."""
+    folder = os.path.dirname(cache) or "."
+    os.makedirs(folder, exist_ok=True)
+    temporary = f"{cache}.{os.getpid()}.tmp"
+    with open(temporary, "w") as file:
+        json.dump(data, file)
+    os.replace(temporary, cache)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
