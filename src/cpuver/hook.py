@@ -16,22 +16,18 @@ it runs on every domain start and must not slow libvirt down; the probe (the who
 imported only when the cache is stale.
 """
 
-# os and open() instead of pathlib: importing pathlib costs more start-up time than the hook has.
-# ruff: noqa: PTH103, PTH105, PTH116, PTH120, PTH123
-
 from __future__ import annotations
 
-import json
-import os
 import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from typing import Any, TextIO
 
 from cpuver.domain import pinmeta
+from cpuver.host.hookcache import DEFAULT_CACHE, cached
 
-SCHEMA = "cpuver-hook/1"
-DEFAULT_CACHE = "/var/cache/cpuver/libvirt-hook-host.json"
+__all__ = ["DEFAULT_CACHE", "GUARDED", "Refused", "check", "main"]
+
 GUARDED = {
     ("prepare", "begin"): "start",
     ("restore", "begin"): "restore",
@@ -75,7 +71,7 @@ def check(domain: ET.Element, guest: str, action: str, cache: str) -> None:
     """Refuse (:class:`Refused`) when this host cannot run the domain's pin."""
     emulator = (domain.findtext("devices/emulator") or "").strip() or _DEFAULT_EMULATOR
     try:
-        host = snapshot(cache, emulator)
+        host = cached(cache, emulator, _probe)
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise Refused(
             f"cannot {action} guest {guest!r}: cannot tell what this host offers "
@@ -102,72 +98,10 @@ def check(domain: ET.Element, guest: str, action: str, cache: str) -> None:
         )
 
 
-def host_key(emulator: str) -> dict[str, Any]:
-    """What the cached snapshot depends on (cheap to read: no process, a few small files)."""
-    qemu = os.stat(emulator)
-    modules = {}
-    for module in ("kvm", "kvm_intel", "kvm_amd"):
-        try:
-            found = os.stat(f"/sys/module/{module}")
-        except OSError:
-            continue
-        modules[module] = [found.st_ino, found.st_ctime_ns]
-    from cpuver import __version__
-
-    return {
-        "cpuver": __version__,
-        "qemu": [emulator, qemu.st_size, qemu.st_mtime_ns, qemu.st_ino],
-        "kernel": os.uname().release,
-        "microcode": _microcode(),
-        "kvm": modules,
-    }
-
-
-def _microcode() -> str | None:
-    try:
-        with open("/sys/devices/system/cpu/cpu0/microcode/version") as sysfs:
-            return sysfs.read().strip()
-    except OSError:
-        pass
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("microcode"):
-                    return line.partition(":")[2].strip()
-                if not line.strip():
-                    break  # the first CPU's block is enough
-    except OSError:
-        pass
-    return None
-
-
-def snapshot(cache: str, emulator: str) -> dict[str, Any]:
-    """The cached snapshot, probed again first when what it was taken from changed."""
-    try:
-        with open(cache) as file:
-            data: dict[str, Any] = json.load(file)
-    except FileNotFoundError:
-        data = {}
-    if data.get("schema") == SCHEMA and data.get("key") is None and "offers" in data:
-        return data  # given with --host: never probed again
-    key = host_key(emulator)
-    if data.get("schema") == SCHEMA and data.get("key") == key:
-        return data
+def _probe(emulator: str, key: dict[str, Any]) -> dict[str, Any]:
     from cpuver.api.libvirt_domains import hook_snapshot  # the whole of cpuver: only now
 
-    data = hook_snapshot(emulator, key)
-    write_snapshot(cache, data)
-    return data
-
-
-def write_snapshot(cache: str, data: dict[str, Any]) -> None:
-    """Write the cache atomically (a hook running at the same time reads the old or the new)."""
-    folder = os.path.dirname(cache) or "."
-    os.makedirs(folder, exist_ok=True)
-    temporary = f"{cache}.{os.getpid()}.tmp"
-    with open(temporary, "w") as file:
-        json.dump(data, file)
-    os.replace(temporary, cache)
+    return hook_snapshot(emulator, key)
 
 
 if __name__ == "__main__":

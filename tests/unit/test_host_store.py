@@ -36,8 +36,8 @@ def store(url: str) -> Iterator[HostStore]:
         yield opened
 
 
-def test_migration_head_is_r0003_and_creates_the_host_tables(url: str) -> None:
-    assert head_revision() == HEAD == "r0003"
+def test_migrations_to_head_create_the_host_tables(url: str) -> None:
+    assert head_revision() == HEAD
     HostStore(url).migrate()
     engine = create_engine(url)
     try:

@@ -445,7 +445,7 @@ def hook_data(
     host: HostCapabilities, release: str | None, key: dict[str, Any] | None
 ) -> dict[str, Any]:
     from cpuver.domain.xml import libvirt_names
-    from cpuver.hook import SCHEMA
+    from cpuver.host.hookcache import SCHEMA
 
     accels = set(host.offers) | {a for r in host.releases.values() for a in r}
     offers = {}
@@ -487,7 +487,7 @@ def install_hook(
     already, as ``hooks_dir/qemu.d/cpuver`` beside it (libvirt >= 6.5 runs both). Never
     replaces a script that is not cpuver's. With ``host``, the hook answers from that snapshot
     (never probed again); else this host is probed now and again when it changes."""
-    from cpuver.hook import host_key, write_snapshot
+    from cpuver.host.hookcache import host_key, write_snapshot
 
     target = hooks_dir / "qemu"
     how = "installed"

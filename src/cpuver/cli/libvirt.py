@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from cpuver import api
-from cpuver.hook import DEFAULT_CACHE
+from cpuver.host.hookcache import DEFAULT_CACHE
 
 DEFAULT_HOOKS = Path("/etc/libvirt/hooks")
 
