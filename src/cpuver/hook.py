@@ -21,10 +21,13 @@ from __future__ import annotations
 import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
-from typing import Any, TextIO
 
 from cpuver.domain import pinmeta
 from cpuver.host.hookcache import DEFAULT_CACHE, cached
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs the hook ~3 ms
+if TYPE_CHECKING:
+    from typing import Any, TextIO
 
 __all__ = ["DEFAULT_CACHE", "GUARDED", "Refused", "check", "main"]
 

@@ -7,6 +7,7 @@ root in namespaces of its own:
   ``/var/lib/libvirt``, ``/var/cache/libvirt``, ``/var/log/libvirt``) are folders of a temporary
   directory, so it shares nothing with the system's libvirt or another daemon (except the QEMU
   capability cache, which the daemons of one run share: only the first pays its probe);
+* a UTS namespace with its own host name (two daemons are two hosts, also to cpuver);
 * a PID namespace whose init is ``tini``: it reaps exited QEMU processes at once (the machine's
   own PID 1 is slow at it, and libvirt waits for them), and when it ends the kernel ends every
   process of the namespace, so no daemon or QEMU outlives :meth:`Daemon.stop`, also after a
@@ -20,7 +21,6 @@ script under ``<dir>/etc/hooks`` must exist before :meth:`Daemon.start` (libvirt
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import signal
@@ -70,6 +70,7 @@ class Daemon:
     """One private libvirtd in ``base`` (a fresh directory)."""
 
     def __init__(self, base: Path, cache: Path | None = None, name: str = "libvirtd") -> None:
+        """``name`` is also the daemon's host name (it runs in a UTS namespace of its own)."""
         self.base = base
         self.name = name
         self.host_uuid = str(uuid.uuid4())
@@ -109,13 +110,13 @@ class Daemon:
             for key, folder in FOLDERS.items()
         )
         script = (
-            f"set -e; {mounts}; "
+            f"set -e; hostname '{self.name}'; {mounts}; "
             "exec taskset -c 0 libvirtd -f /etc/libvirt/libvirtd.conf -p /run/libvirt/libvirtd.pid"
         )
         stderr = (self.base / f"{self.name}.stderr").open("wb")
         self.process = subprocess.Popen(
             [
-                "unshare", "--mount", "--propagation", "private", "--pid", "--fork",
+                "unshare", "--mount", "--uts", "--propagation", "private", "--pid", "--fork",
                 "--mount-proc", "--kill-child=SIGKILL",
                 "tini", "-s", "-g", "--", "sh", "-c", script,
             ],
@@ -149,12 +150,10 @@ class Daemon:
         process, self.process = self.process, None
         if process is None or process.poll() is not None:
             return
-        process.send_signal(signal.SIGTERM)  # unshare kills its child, the namespace's init
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        # unshare ignores SIGTERM while it waits; killed, it takes the namespace's init (tini)
+        # with it (--kill-child), and the kernel every process of the namespace.
+        process.kill()
+        process.wait(timeout=30)
 
 
 def _accepts(path: Path) -> bool:
@@ -173,13 +172,3 @@ def _die_with_parent() -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     pr_set_pdeathsig = 1
     libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
-
-
-@contextlib.contextmanager
-def running(base: Path, cache: Path | None = None, name: str = "libvirtd"):  # type: ignore[no-untyped-def]
-    daemon = Daemon(base, cache, name)
-    daemon.start()
-    try:
-        yield daemon
-    finally:
-        daemon.stop()

@@ -20,8 +20,8 @@ every feature the ``<cpu>`` cannot name (libvirt's CPU map has no name for it); 
 the ``<cpu>``'s own features they are the whole pinned CPU, so the fingerprint of what a domain's
 XML says can be computed from the XML alone, and an edited ``<cpu>`` no longer matches it.
 
-Only the standard library is used: the libvirt hook (:mod:`cpuver.hook`) reads this on every
-domain start and must start fast.
+Only the standard library is used, and not dataclasses, typing or html (they cost the libvirt
+hook, :mod:`cpuver.hook`, which reads this on every domain start, more start-up time than it has).
 """
 
 from __future__ import annotations
@@ -30,8 +30,6 @@ import hashlib
 import json
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from html import escape
 
 NAMESPACE = "https://cpuver.dev/xmlns/1"
 TAG = f"{{{NAMESPACE}}}cpu"
@@ -68,24 +66,92 @@ def fingerprint(
     return hashlib.sha256(text.encode("ascii")).hexdigest()
 
 
-@dataclass(frozen=True, slots=True)
 class PinMetadata:
-    """What cpuver's metadata element says (attributes as written; None when absent)."""
+    """What cpuver's metadata element says (attributes as written; None when absent).
+
+    A plain immutable class rather than a dataclass: see the module's note on start-up time.
+    """
+
+    __slots__ = (
+        "accel",
+        "base",
+        "build",
+        "catalog",
+        "fingerprint",
+        "machine",
+        "model",
+        "off",
+        "on",
+        "pinned",
+        "policy",
+        "signature",
+        "spec",
+    )
+
+    def __init__(
+        self,
+        policy: str | None,
+        fingerprint: str | None,
+        spec: str | None = None,
+        pinned: str | None = None,
+        base: str | None = None,
+        model: str | None = None,
+        machine: str | None = None,
+        accel: str | None = None,
+        catalog: str | None = None,
+        build: str | None = None,
+        signature: Mapping[str, str | int] | None = None,
+        on: frozenset[str] = frozenset(),
+        off: frozenset[str] = frozenset(),
+    ) -> None:
+        values = {
+            "policy": policy,
+            "fingerprint": fingerprint,
+            "spec": spec,
+            "pinned": pinned,
+            "base": base,
+            "model": model,
+            "machine": machine,
+            "accel": accel,
+            "catalog": catalog,
+            "build": build,
+            "signature": dict(signature) if signature is not None else None,
+            "on": frozenset(on),
+            "off": frozenset(off),
+        }
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
 
     policy: str | None
     fingerprint: str | None
-    spec: str | None = None
-    pinned: str | None = None
-    base: str | None = None
-    model: str | None = None
-    machine: str | None = None
-    accel: str | None = None
-    catalog: str | None = None
-    build: str | None = None
-    signature: Mapping[str, str | int] | None = None
-    on: frozenset[str] = frozenset()
+    spec: str | None
+    pinned: str | None
+    base: str | None
+    """The version QEMU starts from (the fingerprint's ``version``)."""
+    model: str | None
+    """The name written in ``<model>``."""
+    machine: str | None
+    accel: str | None
+    catalog: str | None
+    build: str | None
+    signature: Mapping[str, str | int] | None
+    on: frozenset[str]
     """Features the ``<cpu>`` cannot name that the pin has on."""
-    off: frozenset[str] = frozenset()
+    off: frozenset[str]
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"PinMetadata is immutable (cannot set {name})")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, PinMetadata) and all(
+            getattr(self, name) == getattr(other, name) for name in self.__slots__
+        )
+
+    def __hash__(self) -> int:
+        return hash(self.fingerprint)
+
+    def __repr__(self) -> str:
+        return f"PinMetadata(pinned={self.pinned!r}, fingerprint={self.fingerprint!r})"
 
     @property
     def complete(self) -> bool:
@@ -144,6 +210,8 @@ def read(element: ET.Element) -> PinMetadata:
 
 def write(meta: PinMetadata, indent: str = "") -> str:
     """The element as text (with its namespace declaration), children indented under ``indent``."""
+    from html import escape  # only when writing (html.entities is large)
+
     attributes = [
         ("version", meta.policy),
         ("spec", meta.spec),
