@@ -188,7 +188,8 @@ def _spec_of(
 
 def host_model_spec(resolver: Resolver, source: str = "host-model") -> str:
     """libvirt's host-model, pinned: the versioned model the host runs that has most of what it
-    offers (its vendor's, when known), plus every other feature it offers."""
+    offers (its vendor's, when known), plus every other feature it offers that libvirt can name
+    (as libvirt's own host-model, which lists CPU map features only)."""
     from cpuver.catalog import NameKind, NameRef
 
     offers = resolver.offers
@@ -212,7 +213,10 @@ def host_model_spec(resolver: Resolver, source: str = "host-model") -> str:
                 best = score
     if best is None:
         raise DomainError(f"{source}: no CPU model runs on {resolver.host or 'this host'}")
-    extra = sorted(offers & catalog.known_features - best[3])
+    table = resolver.features
+    extra = sorted(
+        f for f in offers & catalog.known_features - best[3] if table.libvirt_name(f) is not None
+    )
     return ",".join([best[2], *(f"+{f}" for f in extra)])
 
 
