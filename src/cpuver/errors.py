@@ -7,7 +7,9 @@ turn any of them into one clear line without a traceback. Errors about text a us
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+TYPE_CHECKING = False  # not typing's: cpuver's libvirt hook imports this and starts fast
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
 
 
 class CpuverError(Exception):

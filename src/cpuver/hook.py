@@ -7,26 +7,27 @@ begin`` (on the destination) refuses the operation, and virsh shows the hook's s
 the end of its message. Every other call, and every domain without cpuver's metadata, passes
 untouched: a failure while reading such a domain never blocks it.
 
-The hook answers from a cached snapshot of this host (``cpuver-hook/1`` JSON: what it offers per
+The hook answers from a cached snapshot of this host (``cpuver-hook/1``: what it offers per
 accelerator, its name, the libvirt spellings of feature names), re-probed only when what it was
 taken from changes: the QEMU binary the domain names, the kernel, the CPU microcode or the KVM
 modules. Or from a snapshot given once (``cpuver libvirt install-hook --host FILE``), never
-re-probed. So this module imports only the standard library and :mod:`cpuver.domain.pinmeta`:
-it runs on every domain start and must not slow libvirt down; the probe (the whole of cpuver) is
-imported only when the cache is stale.
+re-probed. So this module imports only :mod:`cpuver.domain.pinmeta` and
+:mod:`cpuver.host.hookcache`, which use only modules built into the interpreter: it runs on
+every domain start and must not slow libvirt down; the probe (the whole of cpuver) is imported
+only when the cache is stale.
 """
 
 from __future__ import annotations
 
 import sys
-import xml.etree.ElementTree as ET
-from collections.abc import Sequence
+from xml.parsers.expat import ExpatError
 
 from cpuver.domain import pinmeta
 from cpuver.host.hookcache import DEFAULT_CACHE, cached
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs the hook ~3 ms
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from typing import Any, TextIO
 
 __all__ = ["DEFAULT_CACHE", "GUARDED", "Refused", "check", "main"]
@@ -56,8 +57,8 @@ def main(
     if action is None:
         return 0
     try:
-        domain = ET.fromstring(text)
-    except ET.ParseError:
+        domain = pinmeta.parse(text)
+    except ExpatError:
         return 0  # not ours to judge
     if pinmeta.find(domain) is None:
         return 0
@@ -70,7 +71,7 @@ def main(
     return 0
 
 
-def check(domain: ET.Element, guest: str, action: str, cache: str) -> None:
+def check(domain: pinmeta.Element, guest: str, action: str, cache: str) -> None:
     """Refuse (:class:`Refused`) when this host cannot run the domain's pin."""
     emulator = (domain.findtext("devices/emulator") or "").strip() or _DEFAULT_EMULATOR
     try:
@@ -84,7 +85,7 @@ def check(domain: ET.Element, guest: str, action: str, cache: str) -> None:
         meta, on = pinmeta.read_pin(domain, host["libvirt-names"])
     except pinmeta.MetadataError as err:
         raise Refused(f"cannot {action} guest {guest!r}: {err}") from err
-    accel = _ACCELS.get(domain.get("type", ""), meta.accel or "")
+    accel = _ACCELS.get(domain.get("type") or "", meta.accel or "")
     offered = host["offers"].get(accel)
     name = host["host"]
     pinned = meta.pinned or meta.base

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from daemons import Daemon
+
+from cpuver.host import hookcache
 
 
 @dataclass
@@ -40,6 +41,6 @@ def this_host_without(daemons: Pair, *features: str) -> Any:
     microcode or firmware change that took them away)."""
     from cpuver.host.capabilities import HostCapabilities
 
-    probed = json.loads(daemons.hook_caches["hv-a"].read_text())
+    probed = hookcache.load(str(daemons.hook_caches["hv-a"]))
     offers = {a: frozenset(f) - set(features) for a, f in probed["offers"].items()}
     return HostCapabilities("hv-b", offers)

@@ -19,6 +19,7 @@ from libvirt_pair import Pair, hook_answers_for, this_host_without
 from cpuver import api
 from cpuver.domain.topology import topology_delta
 from cpuver.domain.xml import NAMESPACE
+from cpuver.host import hookcache
 from cpuver.libvirt import Connection
 from cpuver.models import SIGNATURE_FIELDS
 from cpuver.resolve import Resolver
@@ -214,7 +215,7 @@ def test_a_kvm_domain_pinned_for_a_recorded_host_is_refused_here(
     define(daemons.a, domain_xml("kvm1", model="Haswell-noTSX", type="kvm"))
     done = api.pin_domain(daemons.a.uri, "kvm1", host=recorded_intel)  # type: ignore[arg-type]
     refused = daemons.a.virsh("start", "kvm1", check=False)
-    here = json.loads(daemons.hook_caches["hv-a"].read_text())["host"]
+    here = hookcache.load(str(daemons.hook_caches["hv-a"]))["host"]
     assert refused.returncode != 0
     assert f"cpuver: cannot start guest 'kvm1' (pinned {done.pin.name}) on host '{here}'" in (
         refused.stderr

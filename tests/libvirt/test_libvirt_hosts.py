@@ -15,6 +15,7 @@ from libvirt_pair import Pair, hook_answers_for, this_host_without
 
 from cpuver import api
 from cpuver.cli import main
+from cpuver.host import hookcache
 from cpuver.host.capabilities import HostCapabilities
 from cpuver.host.domcaps import PROBE_MACHINE, parse_domain_capabilities
 from cpuver.host.kvm import kvm_usable
@@ -95,7 +96,7 @@ def test_domain_targets_agree_with_the_hooks(
     domain migrate there; a host it names as lacking a feature refuses it for that feature."""
     db = f"sqlite:///{tmp_path / 'fleet.db'}"
     store = api.open_host_store(db)
-    here = json.loads(daemons.hook_caches["hv-a"].read_text())
+    here = hookcache.load(str(daemons.hook_caches["hv-a"]))
     api.add_host(store, HostCapabilities(here["host"], _offers(here)), ["lab"])
     lacking = this_host_without(daemons, "aes")
     api.add_host(store, lacking, ["lab"])

@@ -41,7 +41,7 @@ def pinned_xml(q10: Catalog) -> str:
 
 def fixed_cache(tmp_path: Path, q10: Catalog, lacking: frozenset[str] = frozenset()) -> str:
     host = HostCapabilities("hv1", {"tcg": q10.tcg_offers - lacking})
-    path = tmp_path / "cache.json"
+    path = tmp_path / "cache"
     hookcache.write_snapshot(str(path), hook_data(host, "10.0", None))
     return str(path)
 
@@ -102,8 +102,8 @@ def test_an_unpinned_domain_passes_even_when_nothing_can_be_read(tmp_path: Path)
 def test_a_pinned_domain_is_refused_when_the_host_cannot_be_read(
     pinned_xml: str, tmp_path: Path
 ) -> None:
-    bad = tmp_path / "cache.json"
-    bad.write_text("{not json")
+    bad = tmp_path / "cache"
+    bad.write_text("{not a snapshot")
     code, err = hook(pinned_xml, str(bad))
     assert code == 1 and "cannot tell what this host offers" in err
 

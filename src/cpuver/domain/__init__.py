@@ -11,9 +11,11 @@ The errors live here (``cpuver.errors`` is shared with other packages): every on
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-
 from cpuver.errors import CpuverError
+
+TYPE_CHECKING = False  # not typing's: cpuver's libvirt hook imports this and starts fast
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
 
 
 class DomainError(CpuverError):

@@ -20,16 +20,45 @@ every feature the ``<cpu>`` cannot name (libvirt's CPU map has no name for it); 
 the ``<cpu>``'s own features they are the whole pinned CPU, so the fingerprint of what a domain's
 XML says can be computed from the XML alone, and an edited ``<cpu>`` no longer matches it.
 
-Only the standard library is used, and not dataclasses, typing or html (they cost the libvirt
-hook, :mod:`cpuver.hook`, which reads this on every domain start, more start-up time than it has).
+Only the interpreter's own modules are used, not dataclasses, typing, html, json, hashlib or
+ElementTree (they import ``re``, OpenSSL and more: together two thirds of the start-up time of
+the libvirt hook, :mod:`cpuver.hook`, which reads this on every domain start). So the canonical
+JSON is written with json's own C string encoder, SHA-256 is CPython's built-in one, and XML is
+read with expat into a small :class:`Element` tree; the rest of cpuver passes ElementTree
+elements, which answer the same questions.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import xml.etree.ElementTree as ET
-from collections.abc import Iterable, Mapping
+from xml.parsers import expat
+
+try:  # CPython's own SHA-256: hashlib would load OpenSSL first (~3 ms of the hook)
+    from _sha256 import sha256  # type: ignore[import-not-found,unused-ignore]
+except ImportError:  # pragma: no cover - Python 3.12+ names it _sha2, others have hashlib
+    try:
+        from _sha2 import sha256  # type: ignore[import-not-found,no-redef,unused-ignore]
+    except ImportError:
+        from hashlib import sha256  # type: ignore[assignment,unused-ignore]
+try:  # the json module's own string encoder, without the json module (it imports re)
+    from _json import encode_basestring_ascii as _json_string
+except ImportError:  # pragma: no cover - interpreters without the C accelerator
+    from json.encoder import encode_basestring_ascii as _json_string
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs the hook ~3 ms
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping, Sequence
+    from typing import Protocol
+
+    class Node(Protocol):
+        """What is read of an XML element: ElementTree's elements and :class:`Element`."""
+
+        text: str | None
+
+        def find(self, path: str) -> Node | None: ...
+        def findtext(self, path: str) -> str | None: ...
+        def get(self, key: str) -> str | None: ...
+        def iterfind(self, path: str) -> Iterable[Node]: ...
+
 
 NAMESPACE = "https://cpuver.dev/xmlns/1"
 TAG = f"{{{NAMESPACE}}}cpu"
@@ -56,14 +85,111 @@ def fingerprint(
     signature: Mapping[str, str | int],
 ) -> str:
     """SHA-256 (hex) of the canonical JSON of a guest-visible CPU: a pure function of it."""
-    canonical = {
-        "version": version,
-        "machine": machine,
-        "features": {"on": sorted(set(on)), "off": sorted(set(off))},
-        "signature": {name: signature[name] for name in SIGNATURE_ATTRIBUTES},
-    }
-    text = json.dumps(canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-    return hashlib.sha256(text.encode("ascii")).hexdigest()
+    digest: str = sha256(canonical_json(version, machine, on, off, signature).encode()).hexdigest()
+    return digest
+
+
+def canonical_json(
+    version: str,
+    machine: str,
+    on: Iterable[str],
+    off: Iterable[str],
+    signature: Mapping[str, str | int],
+) -> str:
+    """``json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=True)`` of
+    ``{"version", "machine", "features": {"on", "off"}, "signature"}``, written without the json
+    module (see the module's note; tests/unit/test_pinmeta.py checks it is json.dumps's text)."""
+
+    def names(items: Iterable[str]) -> str:
+        return "[" + ",".join(_json_string(name) for name in sorted(set(items))) + "]"
+
+    def value(item: str | int) -> str:
+        return _json_string(item) if isinstance(item, str) else str(int(item))
+
+    fields = ",".join(
+        f"{_json_string(name)}:{value(signature[name])}" for name in sorted(SIGNATURE_ATTRIBUTES)
+    )
+    return (
+        f'{{"features":{{"off":{names(off)},"on":{names(on)}}},'
+        f'"machine":{_json_string(machine)},"signature":{{{fields}}},'
+        f'"version":{_json_string(version)}}}'
+    )
+
+
+class Element:
+    """An XML element as :func:`parse` reads it: enough of ElementTree's for this module."""
+
+    __slots__ = ("attrib", "children", "tag", "text")
+
+    def __init__(self, tag: str, attrib: dict[str, str]) -> None:
+        self.tag = tag
+        self.attrib = attrib
+        self.children: list[Element] = []
+        self.text: str | None = None
+
+    def get(self, key: str) -> str | None:
+        return self.attrib.get(key)
+
+    def iterfind(self, path: str) -> list[Element]:
+        found = [self]
+        for step in _steps(path):
+            found = [child for element in found for child in element.children if child.tag == step]
+        return found
+
+    def find(self, path: str) -> Element | None:
+        found = self.iterfind(path)
+        return found[0] if found else None
+
+    def findtext(self, path: str) -> str | None:
+        found = self.find(path)
+        return None if found is None else found.text or ""
+
+
+def _steps(path: str) -> Sequence[str]:
+    """``metadata/{uri}cpu`` -> ``["metadata", "{uri}cpu"]`` (a ``/`` inside ``{}`` stays)."""
+    steps, depth, start = [], 0, 0
+    for index, char in enumerate(path):
+        if char == "{":
+            depth += 1
+        elif char == "}":
+            depth -= 1
+        elif char == "/" and depth == 0:
+            steps.append(path[start:index])
+            start = index + 1
+    steps.append(path[start:])
+    return steps
+
+
+def parse(text: str) -> Element:
+    """The document's tree, read with expat alone (ElementTree imports re); raises
+    ``xml.parsers.expat.ExpatError`` when it is not XML. No entity is expanded."""
+    parser = expat.ParserCreate(namespace_separator="}")
+    stack: list[Element] = []
+    roots: list[Element] = []
+
+    def start(name: str, attributes: dict[str, str]) -> None:
+        uri, _, local = name.rpartition("}")
+        element = Element(f"{{{uri}}}{local}" if uri else local, attributes)
+        (stack[-1].children if stack else roots).append(element)
+        stack.append(element)
+
+    def end(_name: str) -> None:
+        stack.pop()
+
+    def data(chunk: str) -> None:
+        if stack:
+            element = stack[-1]
+            element.text = (element.text or "") + chunk
+
+    def refuse(*_args: object) -> None:
+        raise expat.ExpatError("document type declarations are not accepted")
+
+    parser.StartElementHandler = start
+    parser.EndElementHandler = end
+    parser.CharacterDataHandler = data
+    parser.StartDoctypeDeclHandler = refuse
+    parser.Parse(text, True)
+    return roots[0]
 
 
 class PinMetadata:
@@ -163,11 +289,11 @@ class MetadataError(ValueError):
     """cpuver's metadata element is malformed (``where``: the attribute or child)."""
 
 
-def find(domain: ET.Element) -> ET.Element | None:
+def find(domain: Node) -> Node | None:
     return domain.find(f"metadata/{TAG}")
 
 
-def read(element: ET.Element) -> PinMetadata:
+def read(element: Node) -> PinMetadata:
     """The metadata element's content; :class:`MetadataError` names a malformed part."""
     signature: dict[str, str | int] | None = None
     found = element.find(_SIGNATURE)
@@ -249,7 +375,7 @@ _ON = ("require", "force")
 _OFF = ("disable", "forbid")
 
 
-def read_pin(domain: ET.Element, names: Mapping[str, str]) -> tuple[PinMetadata, frozenset[str]]:
+def read_pin(domain: Node, names: Mapping[str, str]) -> tuple[PinMetadata, frozenset[str]]:
     """The pin a domain's XML states (its metadata and its ``<cpu>``) and the features it has on.
 
     ``names`` maps libvirt's spelling of a feature to QEMU's where they differ. Raises
@@ -265,7 +391,7 @@ def read_pin(domain: ET.Element, names: Mapping[str, str]) -> tuple[PinMetadata,
     cpu = domain.find("cpu")
     if cpu is None:
         raise MetadataError("the domain has no <cpu>")
-    mode = cpu.get("mode", "custom")
+    mode = cpu.get("mode") or "custom"
     model_element = cpu.find("model")
     if mode != "custom" or model_element is None:
         raise MetadataError(f"its <cpu> is mode {mode} without the pinned model {meta.model}")
@@ -279,7 +405,7 @@ def read_pin(domain: ET.Element, names: Mapping[str, str]) -> tuple[PinMetadata,
     for feature in cpu.iterfind("feature"):
         spelled = feature.get("name") or ""
         name = names.get(spelled, spelled)
-        policy = feature.get("policy", "require")
+        policy = feature.get("policy") or "require"
         if policy in _ON:
             on.add(name)
         elif policy in _OFF:
@@ -298,7 +424,7 @@ def read_pin(domain: ET.Element, names: Mapping[str, str]) -> tuple[PinMetadata,
     return meta, frozenset(on)
 
 
-def mismatch(domain: ET.Element, names: Mapping[str, str]) -> str | None:
+def mismatch(domain: Node, names: Mapping[str, str]) -> str | None:
     """Why :func:`read_pin` refuses the domain; None when its ``<cpu>`` is its pin."""
     try:
         read_pin(domain, names)
