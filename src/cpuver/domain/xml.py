@@ -463,7 +463,8 @@ def cpu_element(cpu: PinnedCpu, indent: str = "") -> str:
         f"{inner}<model fallback='forbid'{vendor}>{escape(cpu.model)}</model>",
     ]
     lines += [f"{inner}{_comment(item)}" for item in cpu.inexpressible]
-    lines += [f"{inner}<feature policy='{p}' name='{escape(n)}'/>" for p, n in cpu.features]
+    # libvirt's feature names are plain identifiers (the bundled table): nothing to escape
+    lines += [f"{inner}<feature policy='{p}' name='{n}'/>" for p, n in cpu.features]
     lines += [f"{inner}{child}" for child in cpu.kept]
     lines.append(f"{indent}</cpu>")
     return "\n".join(lines)

@@ -21,8 +21,9 @@ alias name is used where it gives the pinned definition, else the loss is named.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cache
 
 from cpuver.catalog import Catalog, NameKind, NameRef
 from cpuver.domain.pinmeta import PinMetadata
@@ -67,7 +68,10 @@ def pinned_cpu(
 ) -> PinnedCpu:
     """``pin`` as libvirt XML says it, for ``target``; ``catalog`` must know the pinned version."""
     table = features or FeatureTable.bundled()
+    spelled = _spellings(table)
     machine = catalog.machine(pin.machine)
+    on = pin.on
+    unnamed = frozenset(f for f in on | pin.off if spelled.get(f) is None)
     candidates = _names(pin, catalog)
     allowed = [ref for ref in candidates if target.knows(ref)]
     lost: list[str] = []
@@ -80,26 +84,22 @@ def pinned_cpu(
     scored = []
     for ref in allowed:
         definition = catalog.effective(ref, machine, pin.accel)
-        scored.append((_losses(pin, definition, table), ref, definition))
+        scored.append((_losses(pin, on, definition, unnamed), ref, definition))
     losses, ref, definition = min(scored, key=lambda item: len(item[0]))
     lost += losses
     vendor = pin.signature.vendor
     vendor_id = vendor if pin.accel == "kvm" or vendor != definition.signature.vendor else None
-    named: list[tuple[str, str]] = []
-    unnamed_on: set[str] = set()
-    unnamed_off: set[str] = set()
-    for feature in sorted(pin.on | pin.off):
-        spelled = table.libvirt_name(feature) if feature in table else None
-        if spelled is not None:
-            named.append(("require" if feature in pin.on else "disable", spelled))
-        else:
-            (unnamed_on if feature in pin.on else unnamed_off).add(feature)
+    named = sorted(
+        (("require" if f in on else "disable", name)
+         for f in on | pin.off if (name := spelled.get(f))),
+        key=lambda item: item[1],
+    )  # fmt: skip
     settings = tuple(
-        (feature, feature in pin.on)
+        (feature, feature in on)
         for feature in SETTINGS
         if pin.accel == "kvm"
-        and feature in pin.on | pin.off
-        and (feature in pin.on) != (feature in definition.features)
+        and feature in unnamed
+        and (feature in on) != (feature in definition.features)
     )
     metadata = PinMetadata(
         policy=policy,
@@ -113,13 +113,13 @@ def pinned_cpu(
         catalog=pin.catalog_release,
         build=pin.catalog_build,
         signature=pin.signature.as_dict(),
-        on=frozenset(unnamed_on),
-        off=frozenset(unnamed_off),
+        on=unnamed & on,
+        off=unnamed - on,
     )
     return PinnedCpu(
         model=ref.name,
         vendor_id=vendor_id,
-        features=tuple(sorted(named, key=lambda item: item[1])),
+        features=tuple(named),
         metadata=metadata,
         settings=settings,
         inexpressible=tuple(lost),
@@ -134,9 +134,11 @@ def _names(pin: Pin, catalog: Catalog) -> list[NameRef]:
     return [version, *aliases, catalog.lookup(pin.model)]
 
 
-def _losses(pin: Pin, definition: Definition, table: FeatureTable) -> list[str]:
+def _losses(
+    pin: Pin, on: frozenset[str], definition: Definition, unnamed: frozenset[str]
+) -> list[str]:
     """What ``<model>`` = this definition loses of the pin (QEMU names), given every nameable
-    feature is listed and the vendor is set: other signature fields, unnameable features."""
+    feature is listed and the vendor is set: other signature fields, ``unnamed`` features."""
     mine = pin.signature.as_dict()
     theirs = definition.signature.as_dict()
     lost = [
@@ -145,27 +147,50 @@ def _losses(pin: Pin, definition: Definition, table: FeatureTable) -> list[str]:
         if field != "vendor" and value != theirs[field]
     ]
     settable = SETTINGS if pin.accel == "kvm" else {}
-    for feature in _unnamed(pin.on | pin.off, table):
-        on = feature in pin.on
-        if on != (feature in definition.features) and feature not in settable:
-            lost.append(f"{feature}={'on' if on else 'off'}")
+    for feature in sorted(unnamed):
+        state = feature in on
+        if state != (feature in definition.features) and feature not in settable:
+            lost.append(f"{feature}={'on' if state else 'off'}")
     return lost
 
 
-def _unnamed(features: Iterable[str], table: FeatureTable) -> list[str]:
-    return sorted(f for f in features if f not in table or table.libvirt_name(f) is None)
+@cache
+def _spellings(table: FeatureTable) -> Mapping[str, str | None]:
+    """QEMU name -> libvirt name (None: libvirt has none) of every feature of ``table``."""
+    return {name: table.libvirt_name(name) for name in table}
 
 
 def _value(value: SignatureValue) -> str:
     return f'"{value}"' if isinstance(value, str) else str(value)
 
 
+_XML_CACHE: dict[tuple[object, ...], str] = {}
+_XML_CACHE_SIZE = 4096
+
+
 def cpu_xml(
     resolution: Resolution, catalog: Catalog, target: LibvirtTarget = DEFAULT_TARGET
 ) -> str:
     """The ``<cpu>`` element for a resolution (``cpuver resolve``), by the same rules as a pin;
-    paravirtual settings outside ``<cpu>`` are named in a comment."""
-    cpu = pinned_cpu(pin_of_resolution(resolution, catalog), catalog, target)
+    paravirtual settings outside ``<cpu>`` are named in a comment before it.
+
+    Remembered per catalog, resolved CPU and target: the service answers every resolve request
+    with it, and writing some 350 features costs ~20 times the resolution itself.
+    """
+    key = (
+        id(catalog), catalog.build, resolution.definition, resolution.version.name,
+        resolution.name, resolution.machine, resolution.accel, target,
+    )  # fmt: skip
+    found = _XML_CACHE.get(key)
+    if found is None:
+        if len(_XML_CACHE) >= _XML_CACHE_SIZE:
+            _XML_CACHE.clear()
+        pinned = pin_of_resolution(resolution, catalog)
+        found = _XML_CACHE[key] = _cpu_text(pinned_cpu(pinned, catalog, target))
+    return found
+
+
+def _cpu_text(cpu: PinnedCpu) -> str:
     if not cpu.settings:
         return cpu_element(cpu)
     outside = ", ".join(f"{f}={'on' if on else 'off'}" for f, on in cpu.settings)
