@@ -172,3 +172,21 @@ def test_resolve_prints_the_same_cpu_a_pin_writes(capsys: pytest.CaptureFixture[
     pinned_cpu = parse_xml(done.xml).find("cpu")
     assert pinned_cpu is not None
     assert features == {f.get("name"): f.get("policy") for f in pinned_cpu.iter("feature")}
+
+
+def test_the_filter_form_resolves_best_against_a_pool_under_the_domains_accelerator(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], q10: Catalog
+) -> None:
+    db = ["--db", f"sqlite:///{tmp_path / 'g.db'}"]
+    snapshot = tmp_path / "hv1.json"
+    snapshot.write_text(json.dumps(tcg_host(q10, frozenset({"aes"})).to_json()))
+    assert main(["fleet", "add", str(snapshot), "--pool", "rack", *db]) == 0
+    path = tmp_path / "web1.xml"
+    metadata = "<metadata><c:cpu xmlns:c='https://cpuver.dev/xmlns/1' version='best'/></metadata>"
+    path.write_text(
+        domain("<cpu><model>Westmere</model></cpu>").replace("<memory", metadata + "<memory")
+    )
+    capsys.readouterr()
+    assert main(["domain", "pin", str(path), "--pool", "rack", *db]) == 1
+    err = capsys.readouterr().err
+    assert "can run on pool rack (1 hosts):" in err and "Westmere-v1: missing aes" in err

@@ -80,11 +80,16 @@ def daemon_target(conn: Connection) -> LibvirtTarget:
 # ------------------------------------------------------------------------------ pinning
 
 
+HostArgument = HostCapabilities | Callable[[Catalog, str], HostCapabilities | None] | None
+"""What ``best``, optional features and host-model are decided against: a host, or
+``host(catalog, accel)`` asked for the domain's accelerator (a pool's hosts under it)."""
+
+
 def pin_definition(
     text: str,
     source: str,
     catalog: Catalog,
-    host: HostCapabilities | None = None,
+    host: HostArgument = None,
     spec: str | None = None,
     target: LibvirtTarget | None = None,
     force: bool = False,
@@ -99,6 +104,8 @@ def pin_definition(
     from cpuver.emit.libvirt import DEFAULT_TARGET, pinned_cpu
 
     wanted = read_domain_xml(text, source, catalog=catalog)
+    if callable(host):
+        host = host(catalog, wanted.accel or "kvm")
     if wanted.metadata is not None and wanted.metadata.complete and spec is None:
         problem = pin_mismatch(parse_xml(text, source))
         if problem is None:
@@ -262,19 +269,19 @@ def _cpu_feature_names(root: Any, names: dict[str, str]) -> frozenset[str]:
 def pin_domain(
     uri: str | None,
     name: str,
-    host: HostCapabilities | None = None,
+    host: HostArgument = None,
     spec: str | None = None,
     force: bool = False,
     catalog_dir: Path | None = None,
     overlays: Sequence[Path] = (),
 ) -> PinnedDomain:
-    """Pin libvirt domain ``name`` in place: read its persistent XML, pin it, define it back."""
+    """Pin libvirt domain ``name`` in place: read its persistent XML, pin it, define it back
+    (``host`` as for :func:`pin_definition`)."""
     with connect(uri) as conn:
         catalog = daemon_catalog(conn, catalog_dir, overlays)
         text = conn.domain_xml(name)
-        done = pin_definition(
-            text, f"domain {name}", catalog, host, spec, daemon_target(conn), force
-        )
+        source = f"domain {name}"
+        done = pin_definition(text, source, catalog, host, spec, daemon_target(conn), force)
         if done.changed:
             conn.define(done.xml)
         return done

@@ -294,13 +294,11 @@ def _domain_host(args: argparse.Namespace, catalog: Any, accel: str) -> Any:
 def _pin(args: argparse.Namespace) -> int:
     """``domain pin NAME`` (a libvirt domain, in place) or ``domain pin -|FILE`` (filter)."""
     filter_form = not args.connect and (args.name == "-" or Path(args.name).is_file())
+
+    def host(catalog: Any, accel: str) -> Any:
+        return _domain_host(args, catalog, accel)
+
     if not filter_form:
-        catalog = None
-        host = None
-        if args.host or args.pool:
-            with api.connect(args.connect) as conn:
-                catalog = api.daemon_catalog(conn, args.catalog, args.overlay)
-            host = _domain_host(args, catalog, "kvm" if args.pool else "tcg")
         done = api.pin_domain(
             args.connect, args.name, host, args.spec, args.force, args.catalog, args.overlay
         )
@@ -319,11 +317,6 @@ def _pin(args: argparse.Namespace) -> int:
     except OSError as err:
         raise CpuverError(f"cannot read {args.name}: {err.strerror}") from err
     catalog = api.open_catalog(args.qemu, args.catalog, args.overlay)
-    host = (
-        _domain_host(args, catalog, "kvm")
-        if args.pool
-        else (api.read_host(args.host) if args.host else None)
-    )
     source = "standard input" if args.name == "-" else args.name
     done = api.pin_definition(text, source, catalog, host, args.spec, force=args.force)
     sys.stdout.write(done.xml)
