@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -231,11 +231,11 @@ def domain_pin(text: str, source: str = "domain.xml") -> Pin:
     """The pin a pinned domain's XML records (its ``<cpu>`` must still match it)."""
     from cpuver.domain import pinmeta
     from cpuver.domain.pinning import Pin
-    from cpuver.domain.xml import libvirt_names, parse_xml
+    from cpuver.domain.xml import parse_xml, renamed
     from cpuver.models import Signature, split_versioned_name
 
     root = parse_xml(text, source)
-    names = {k: v for k, v in libvirt_names(FeatureTable.bundled()).items() if k != v}
+    names = renamed(FeatureTable.bundled())
     try:
         meta, on = pinmeta.read_pin(root, names)
     except pinmeta.MetadataError as err:
@@ -260,7 +260,7 @@ def domain_pin(text: str, source: str = "domain.xml") -> Pin:
     return made
 
 
-def _cpu_feature_names(root: Any, names: dict[str, str]) -> frozenset[str]:
+def _cpu_feature_names(root: Any, names: Mapping[str, str]) -> frozenset[str]:
     return frozenset(
         names.get(f.get("name") or "", f.get("name") or "") for f in root.iterfind("cpu/feature")
     )
@@ -455,7 +455,7 @@ def _qemu_release(emulator: str) -> str | None:
 def hook_data(
     host: HostCapabilities, release: str | None, key: dict[str, Any] | None
 ) -> dict[str, Any]:
-    from cpuver.domain.xml import libvirt_names
+    from cpuver.domain.xml import renamed
     from cpuver.host.hookcache import SCHEMA
 
     accels = set(host.offers) | {a for r in host.releases.values() for a in r}
@@ -464,14 +464,13 @@ def hook_data(
         found = host.offered(accel, release)
         if found is not None:
             offers[accel] = sorted(found)
-    names = {k: v for k, v in libvirt_names(FeatureTable.bundled()).items() if k != v}
     return {
         "schema": SCHEMA,
         "key": key,
         "host": host.name,
         "release": release,
         "offers": offers,
-        "libvirt-names": names,
+        "libvirt-names": dict(renamed(FeatureTable.bundled())),
     }
 
 

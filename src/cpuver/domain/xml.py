@@ -32,6 +32,7 @@ import xml.etree.ElementTree as ET
 import xml.parsers.expat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import cache
 from html import escape
 from typing import Any
 
@@ -59,6 +60,7 @@ __all__ = [
     "read_guest",
     "read_guest_json",
     "read_guest_toml",
+    "renamed",
     "skeleton",
 ]
 
@@ -357,8 +359,10 @@ def _names_a_version(model: str, catalog: Catalog | None) -> bool:
     return split_versioned_name(model) is not None
 
 
-def libvirt_names(table: FeatureTable) -> dict[str, str]:
-    """libvirt's spelling -> QEMU's name (libvirt's meaning wins when reading libvirt XML)."""
+@cache
+def libvirt_names(table: FeatureTable) -> Mapping[str, str]:
+    """libvirt's spelling -> QEMU's name (libvirt's meaning wins when reading libvirt XML);
+    built once per feature table."""
     found: dict[str, str] = {}
     for name in table:
         spelled = table.libvirt_name(name)
@@ -367,10 +371,16 @@ def libvirt_names(table: FeatureTable) -> dict[str, str]:
     return found
 
 
+@cache
+def renamed(table: FeatureTable) -> Mapping[str, str]:
+    """The libvirt spellings that are not QEMU's name (``pclmuldq`` -> ``pclmulqdq``): what the
+    hook needs to read a pinned ``<cpu>`` (:mod:`.pinmeta` takes every other name as QEMU's)."""
+    return {k: v for k, v in libvirt_names(table).items() if k != v}
+
+
 def pin_mismatch(root: ET.Element, table: FeatureTable | None = None) -> str | None:
     """Why the domain's ``<cpu>`` is not the pin its metadata records; None when it is."""
-    names = {k: v for k, v in libvirt_names(table or FeatureTable.bundled()).items() if k != v}
-    return pinmeta.mismatch(root, names)
+    return pinmeta.mismatch(root, renamed(table or FeatureTable.bundled()))
 
 
 # ------------------------------------------------------------------------------ guest files
