@@ -94,7 +94,7 @@ DOMAIN = """<domain type='{type}'>
   <currentMemory unit='KiB'>131072</currentMemory>
   <vcpu placement='static'>2</vcpu>
   <os>
-    <type arch='x86_64' machine='pc-q35-10.0'>hvm</type>
+    <type arch='x86_64' machine='{machine}'>hvm</type>
     <boot dev='hd'/>
   </os>
   <features><acpi/><apic/></features>
@@ -125,10 +125,16 @@ CPU = """<cpu mode='custom' match='exact'>
 
 @pytest.fixture
 def domain_xml(tmp_path: Path) -> Callable[..., str]:
-    """``domain_xml(name, model="Westmere", type="qemu", cpu=None)``: the domain's XML text
-    (``cpu`` replaces the whole ``<cpu>``; "" for none)."""
+    """``domain_xml(name, model="Westmere", type="qemu", cpu=None, machine="pc-q35-10.0")``:
+    the domain's XML text (``cpu`` replaces the whole ``<cpu>``; "" for none)."""
 
-    def make(name: str, model: str = "Westmere", type: str = "qemu", cpu: str | None = None) -> str:
+    def make(
+        name: str,
+        model: str = "Westmere",
+        type: str = "qemu",
+        cpu: str | None = None,
+        machine: str = "pc-q35-10.0",
+    ) -> str:
         disk = tmp_path / f"{name}.qcow2"
         if not disk.exists():
             subprocess.run(
@@ -146,6 +152,7 @@ def domain_xml(tmp_path: Path) -> Callable[..., str]:
             )
         return DOMAIN.format(
             type=type,
+            machine=machine,
             name=name,
             uuid=uuid.uuid4(),
             disk=disk,

@@ -47,10 +47,12 @@ def canonical_without_cpu(xml: str) -> str:
     return ET.tostring(root, encoding="unicode")
 
 
-def expected_cpu(spec: str, threads: int = 2) -> tuple[frozenset[str], dict[str, object]]:
-    """cpuver's own resolution of ``spec`` under TCG on pc-q35-10.0, with QEMU's topology bits."""
+def expected_cpu(
+    spec: str, threads: int = 2, machine: str = "pc-q35-10.0", accel: str = "tcg"
+) -> tuple[frozenset[str], dict[str, object]]:
+    """cpuver's own resolution of ``spec`` (QEMU 10.0 catalog), with QEMU's topology bits."""
     catalog = api.open_catalog("10.0")
-    resolution = Resolver(catalog, "pc-q35-10.0", "tcg").resolve(spec)
+    resolution = Resolver(catalog, machine, accel).resolve(spec)
     signature = resolution.definition.signature
     features = (
         resolution.definition.features
@@ -148,6 +150,42 @@ def test_a_domain_without_a_cpu_is_pinned_to_what_qemu_gives_it(
     assert qemus_default == expected_cpu("qemu64", threads=1)
     daemons.a.virsh("start", "nocpu")
     assert realized(daemons.a.uri, "nocpu") == qemus_default
+
+
+def test_a_legacy_machine_types_cpu_is_pinned_as_the_bare_name_and_runs_exactly(
+    daemons: Pair, define: DefineFn, domain_xml: Callable[..., str]
+) -> None:
+    """Under pc-i440fx-4.0 QEMU's default qemu64 has that machine type's compat changes
+    (family 6 model 6 stepping 3), which qemu64-v1 lacks: <model>qemu64</model> keeps them."""
+    machine = "pc-i440fx-4.0"
+    define(daemons.a, domain_xml("old", cpu="", machine=machine))
+    daemons.a.virsh("start", "old")
+    qemus_default = realized(daemons.a.uri, "old")
+    daemons.a.virsh("destroy", "old")
+    done = api.pin_domain(daemons.a.uri, "old")
+    assert (done.pin.name, done.model) == ("qemu64-4.0.0", "qemu64")
+    assert qemus_default == expected_cpu("qemu64", threads=1, machine=machine)
+    daemons.a.virsh("start", "old")
+    assert realized(daemons.a.uri, "old") == qemus_default
+
+
+@pytest.mark.kvm
+def test_kvm_paravirtual_settings_are_realized_through_libvirts_own_elements(
+    daemons: Pair, define: DefineFn, domain_xml: Callable[..., str]
+) -> None:
+    """kvmclock off and kvm-pv-unhalt on have no <feature> name in libvirt: <clock> and
+    <features><pvspinlock> carry them, and the vCPU has them so."""
+    spec = "pentium3-v1,-kvmclock,+kvm-pv-unhalt"
+    define(daemons.a, domain_xml("pv", model="pentium3", type="kvm"))
+    api.pin_domain(daemons.a.uri, "pv", spec=spec)
+    xml = daemons.a.virsh("dumpxml", "--inactive", "pv").stdout
+    assert "<timer name='kvmclock' present='no'/>" in xml and "<pvspinlock state='on'/>" in xml
+    daemons.a.virsh("start", "pv")
+    features, _signature = realized(daemons.a.uri, "pv")
+    want, _ = expected_cpu(spec, accel="kvm")
+    assert ("kvmclock" in features, "kvm-pv-unhalt" in features) == (False, True)
+    _pin, problems = api.verify_domain(daemons.a.uri, "pv")
+    assert problems == [] and features == want
 
 
 def test_a_hand_edited_cpu_is_refused_at_start(
