@@ -97,10 +97,6 @@ class Connection:
         with _errors(f"{self.uri}: domain {name!r}"):
             return self._conn.lookupByName(name)
 
-    def domain_names(self) -> list[str]:
-        with _errors(f"{self.uri}: listing domains"):
-            return sorted(d.name() for d in self._conn.listAllDomains(0))
-
     def domain_xml(self, name: str, *, live: bool = False) -> str:
         """The domain's persistent definition (``dumpxml --inactive``), or the live one."""
         domain = self._domain(name)
@@ -122,11 +118,8 @@ class Connection:
         with _errors(f"{self.uri}: state of domain {name!r}"):
             return bool(domain.isActive())
 
-    def monitor(self, name: str, command: str, **arguments: Any) -> Any:
-        """One QMP command through libvirt's monitor passthrough; its ``return`` value."""
-        return self._monitor(self._domain(name), name, command, **arguments)
-
     def _monitor(self, domain: Any, name: str, command: str, **arguments: Any) -> Any:
+        """One QMP command through libvirt's monitor passthrough; its ``return`` value."""
         request = json.dumps({"execute": command, "arguments": arguments})
         with _errors(f"{self.uri}: QEMU monitor of domain {name!r} ({command})"):
             reply = json.loads(libvirt_qemu.qemuMonitorCommand(domain, request, 0))
