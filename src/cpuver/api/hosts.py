@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from cpuver.api.catalogs import open_catalog
 from cpuver.catalog import Catalog, NameKind
 from cpuver.catalog.files import BUNDLED
-from cpuver.documents import json_text, load_json
+from cpuver.documents import load_json, text_of
 from cpuver.errors import HostError, QemuError
 from cpuver.host.capabilities import AccelOffer, HostCapabilities, from_json
 from cpuver.host.capabilities import build as build_host
@@ -57,15 +57,20 @@ def probe_with_qemu(binary: Path, accels: Iterable[str] | None = None) -> HostCa
 
 
 def read_host(argument: str, qemu_binary: Path | None = None) -> HostCapabilities:
-    """A host from a file (snapshot v1/v2 or QMP expansion reply), ``-`` (standard input) or
-    ``local`` (a live probe of this host, method chosen as by ``cpuver host probe``)."""
+    """A host from a file (snapshot v1/v2, QMP expansion reply or libvirt's domcapabilities XML),
+    ``-`` (standard input) or ``local`` (a live probe of this host, method chosen as by
+    ``cpuver host probe``)."""
     if argument == "local":
         return probe_host("auto", [qemu_binary] if qemu_binary else ())
     try:
         raw = sys.stdin.buffer.read() if argument == "-" else Path(argument).read_bytes()
     except OSError as err:
         raise HostError(f"cannot read host file {argument}: {err.strerror}") from err
-    text = json_text(raw, argument)
+    text = text_of(raw, argument)
+    if text.lstrip("\ufeff \t\r\n").startswith("<"):  # libvirt's `virsh domcapabilities`
+        from cpuver.api.libvirt_domains import read_domain_capabilities
+
+        return read_domain_capabilities(text, argument)
     try:
         data = json.loads(text)
     except json.JSONDecodeError as err:
