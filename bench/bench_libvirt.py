@@ -1,13 +1,13 @@
-"""(h) cpuver's libvirt hook as a whole process; (i) ``domain pin`` of 1,000 domains through one
+"""(j) cpuver's libvirt hook as a whole process; (k) ``domain pin`` of 1,000 domains through one
 libvirt connection.
 
-(h) ``cpuver libvirt install-hook`` into a temporary folder (it probes this host once for its
+(j) ``cpuver libvirt install-hook`` into a temporary folder (it probes this host once for its
 cache), then the installed script is run as libvirt runs it (``DOMAIN prepare begin -``, the
 pinned domain XML on standard input, libvirt's environment: ``LC_ALL=C``, ``PATH``, ``HOME``) 200
 times after 5 untimed runs; median and p99 of the wall time, next to the bare interpreter
 (``python -IS -c pass``). Goal: <= 30 ms median.
 
-(i) A throwaway libvirt daemon (tests/libvirt/daemons.py: root, libvirtd, tini), 1,000 realistic
+(k) A throwaway libvirt daemon (tests/libvirt/daemons.py: root, libvirtd, tini), 1,000 realistic
 domains defined (untimed), then ``api.pin_many``: one connection, each domain's persistent XML
 read, resolved (``Westmere`` under TCG), rewritten and defined back. Needs root and libvirt
 (``./dev setup``); skipped with a note otherwise.
@@ -75,7 +75,7 @@ def hook() -> Result:
         bare = [_timed([str(PYTHON), "-IS", "-c", "pass"], b"") for _ in range(50)]
     figure = median(runs)
     return Result(
-        "(h) libvirt hook as a whole process (prepare begin of a pinned domain)",
+        "(j) libvirt hook as a whole process (prepare begin of a pinned domain)",
         "<= 30 ms median",
         f"{ms(figure)} median, p99 {ms(quantile(runs, 0.99))}",
         status(figure <= HOOK_GOAL_NS),
@@ -88,7 +88,7 @@ def pin_thousand() -> Result:
     sys.path.insert(0, str(ROOT / "tests" / "libvirt"))
     from daemons import Daemon, missing_programs
 
-    name = f"(i) `domain pin` of {DOMAINS:,} domains through one connection"
+    name = f"(k) `domain pin` of {DOMAINS:,} domains through one connection"
     missing = missing_programs()
     if missing:
         return Result(name, "-", f"not run: needs {', '.join(missing)}", "INFO")
