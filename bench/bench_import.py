@@ -1,4 +1,4 @@
-"""(k) Importing a catalog from each QEMU release cpuver imports: 5.2 (bullseye), 7.2 (bookworm),
+"""(m) Importing a catalog from each QEMU release cpuver imports: 5.2 (bullseye), 7.2 (bookworm),
 10.0 (trixie) and 11.1 (trixie-backports), each the binary ``./dev setup`` unpacks.
 
 Timed: :func:`cpuver.importer.import_catalog` from start to the catalog in memory (every
@@ -34,12 +34,12 @@ def same_files(a: Path, b: Path) -> bool:
 
 def run(releases: tuple[str, ...] = BUNDLED) -> list[Result]:
     if not kvm_usable():
-        return [Result("(k) catalog import", "—", "skipped: importing needs /dev/kvm", "INFO")]
+        return [Result("(m) catalog import", "—", "skipped: importing needs /dev/kvm", "INFO")]
     results = []
     for release in releases:
         found = find(release)
         if isinstance(found, str):
-            results.append(Result(f"(k) import QEMU {release}", "—", f"skipped: {found}", "INFO"))
+            results.append(Result(f"(m) import QEMU {release}", "—", f"skipped: {found}", "INFO"))
             continue
         install = QemuInstall(found.binary)
         started = time.perf_counter()
@@ -54,7 +54,7 @@ def run(releases: tuple[str, ...] = BUNDLED) -> list[Result]:
             f"{len(catalog.machines)} machine types ({'same as' if same else 'DIFFERS from'} "
             "the bundled catalog)"
         )
-        name = f"(k) import QEMU {catalog.release}"
+        name = f"(m) import QEMU {catalog.release}"
         details = [install.version()]
         results.append(Result(name, "—", figure, "INFO", details, {"seconds": took}))
     return results

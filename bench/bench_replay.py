@@ -1,4 +1,4 @@
-"""(j) Replaying every recorded real host of every release: libvirt's recordings of QEMU 4.1 …
+"""(l) Replaying every recorded real host of every release: libvirt's recordings of QEMU 4.1 …
 10.0 on real Intel and AMD machines (tests/data/libvirt), each read as a host file (QMP replies
 and, where libvirt wrote one, its capabilities cache), every name of that release's catalog
 resolved under KVM and TCG and compared with what QEMU answered there (tests/replays.py).
@@ -41,7 +41,7 @@ def run() -> list[Result]:
         f"({100 * equal / compared:.2f}%) as QEMU answered"
     )
     details = [f"runs: {', '.join(f'{t:.2f} s' for t in timings)}"]
-    return [Result("(j) replay every recorded host of every release", "—", figure, "INFO", details,
+    return [Result("(l) replay every recorded host of every release", "—", figure, "INFO", details,
                    {"cold_s": timings[0], "warm_s": min(timings[1:]), "equal": equal,
                     "compared": compared})]  # fmt: skip
 

@@ -23,6 +23,7 @@ import bench_cold_start
 import bench_define
 import bench_fleet
 import bench_import
+import bench_libvirt
 import bench_probe
 import bench_reads
 import bench_replay
@@ -87,6 +88,7 @@ def main() -> int:
         lambda: bench_service.run([2], [4, 16, 64], args.service_seconds),
         lambda: bench_reads.run(args.service_seconds),
         bench_replay.run,
+        bench_libvirt.run,
     ]
     if args.imports:
         steps.append(bench_import.run)

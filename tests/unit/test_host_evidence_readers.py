@@ -133,7 +133,7 @@ def test_a_bad_cache_file_gets_one_line_naming_the_place(text: str, problem: str
 # ---------------------------------------------------------------------------------- as host files
 
 
-@pytest.mark.parametrize(("form", "method"), [("replies", "qmp"), ("caps", "libvirt")])
+@pytest.mark.parametrize(("form", "method"), [("replies", "qmp"), ("caps", "libvirt-cache")])
 def test_either_form_is_a_host_file_of_its_release(tmp_path: Path, form: str, method: str) -> None:
     host = read_host(
         str(

@@ -136,6 +136,13 @@ def test_defined_guest_reads_back_at_generation_1(store: GuestStore) -> None:
     assert got.created.tzinfo is not None
 
 
+def test_the_definition_a_guest_came_from_is_kept_byte_for_byte(store: GuestStore) -> None:
+    text = "<domain type='qemu'>\n  <name>web1</name> <!-- mine -->\n</domain>\n"
+    store.define("web1", "shutoff", "pc-q35-10.0", PIN_1, "fp-1", reason="r", definition=text)
+    store.define("web2", "shutoff", "pc-q35-10.0", PIN_1, "fp-1", reason="r")
+    assert (store.get("web1").definition, store.get("web2").definition) == (text, None)
+
+
 def test_list_returns_every_guest_by_name(store: GuestStore) -> None:
     for name in ("db2", "web1", "app3"):
         define(store, name)

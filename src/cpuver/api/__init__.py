@@ -5,6 +5,7 @@
 ``evidence``  hosts from QMP replies and libvirt's capabilities cache
 ``guests``    stored guests: define and pin, lifecycle steps, the explicit CPU update
 ``running``   a guest's pinned CPU in a real QEMU process that outlives the command
+``libvirt_domains``  libvirt domains: pin in place, verify, update-cpu, hosts, the hook
 ``fleets``    hosts and pools, pool answers, what-if, where a guest's pin can go
 ``shapes``    the JSON shape of each answer (CLI ``--json`` and the service)
 
@@ -47,6 +48,8 @@ from cpuver.api.fleets import (
     pool_fleet,
     pool_host,
     stored_host,
+    stored_hosts,
+    update_hosts,
 )
 from cpuver.api.guests import (
     check_guests,
@@ -74,6 +77,20 @@ from cpuver.api.hosts import (
     read_host,
     release_change,
     write_host,
+)
+from cpuver.api.libvirt_domains import (
+    PinnedDomain,
+    connect,
+    daemon_catalog,
+    domain_pin,
+    domain_targets,
+    install_hook,
+    pin_definition,
+    pin_domain,
+    pin_many,
+    probe_libvirt,
+    update_domain_cpu,
+    verify_domain,
 )
 from cpuver.api.running import (
     RunningGuest,
@@ -104,6 +121,7 @@ __all__ = [
     "Difference",
     "FamilyReport",
     "GuestImpact",
+    "PinnedDomain",
     "PoolBest",
     "ReleaseChange",
     "RunningGuest",
@@ -115,11 +133,15 @@ __all__ = [
     "add_host_files",
     "canonical_features",
     "check_guests",
+    "connect",
+    "daemon_catalog",
     "default_qemu_binary",
     "define_guest",
     "define_guest_text",
     "definitions_json",
     "difference",
+    "domain_pin",
+    "domain_targets",
     "end_strays",
     "every_guest_targets",
     "feature_names",
@@ -138,6 +160,7 @@ __all__ = [
     "host_from_evidence",
     "host_json",
     "import_catalog",
+    "install_hook",
     "kept_answer",
     "kept_pool_fleet",
     "kvm_usable",
@@ -148,11 +171,15 @@ __all__ = [
     "open_host_store",
     "open_store",
     "pick_accel",
+    "pin_definition",
+    "pin_domain",
+    "pin_many",
     "pool_best",
     "pool_best_json",
     "pool_fleet",
     "pool_host",
     "probe_host",
+    "probe_libvirt",
     "probe_with_qemu",
     "read_evidence",
     "read_host",
@@ -168,9 +195,13 @@ __all__ = [
     "signature_text",
     "stop_running_guest",
     "stored_host",
+    "stored_hosts",
     "targets_json",
+    "update_domain_cpu",
     "update_guest_cpu",
+    "update_hosts",
     "upgrade_what_if_json",
+    "verify_domain",
     "what_if_json",
     "write_host",
 ]

@@ -21,7 +21,7 @@ from cpuver.host.capabilities import build as build_host
 from cpuver.host.evidence import AccelEvidence, Offer, QemuEvidence, offer, settle
 from cpuver.names import NAME_MAX, is_name
 
-_METHOD = {qmp_replies.FORM: "qmp", libvirt_caps.FORM: "libvirt"}
+_METHOD = {qmp_replies.FORM: "qmp", libvirt_caps.FORM: "libvirt-cache"}
 
 
 def read_evidence(text: str, source: str) -> QemuEvidence | None:

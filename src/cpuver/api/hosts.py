@@ -58,8 +58,8 @@ def probe_with_qemu(binary: Path, accels: Iterable[str] | None = None) -> HostCa
 
 def read_host(argument: str, qemu_binary: Path | None = None) -> HostCapabilities:
     """A host from a file (snapshot v1/v2, QEMU's QMP replies, libvirt's QEMU capabilities
-    cache), ``-`` (standard input) or ``local`` (a live probe of this host, method chosen as by
-    ``cpuver host probe``)."""
+    cache or its domcapabilities XML), ``-`` (standard input) or ``local`` (a live probe of this
+    host, method chosen as by ``cpuver host probe``)."""
     if argument == "local":
         return probe_host("auto", [qemu_binary] if qemu_binary else ())
     try:
@@ -73,6 +73,10 @@ def read_host(argument: str, qemu_binary: Path | None = None) -> HostCapabilitie
     evidence = read_evidence(text, argument)
     if evidence is not None:
         return host_from_evidence(evidence)
+    if text.lstrip("\ufeff \t\r\n").startswith("<"):  # libvirt's `virsh domcapabilities`
+        from cpuver.api.libvirt_domains import read_domain_capabilities
+
+        return read_domain_capabilities(text, argument)
     try:
         data = json.loads(text)
     except json.JSONDecodeError as err:

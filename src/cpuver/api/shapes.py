@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from cpuver.api.fleets import stored_host
+from cpuver.catalog import Catalog
 from cpuver.models import SIGNATURE_FIELDS
 from cpuver.resolve import Resolution, Resolver
 
@@ -17,7 +18,7 @@ if TYPE_CHECKING:
     from cpuver.store import HostRecord
 
 
-def resolution_json(resolution: Resolution) -> dict[str, Any]:
+def resolution_json(resolution: Resolution, catalog: Catalog) -> dict[str, Any]:
     from cpuver.emit.libvirt import cpu_xml
     from cpuver.emit.qemu import cpu_arg
 
@@ -37,7 +38,7 @@ def resolution_json(resolution: Resolution) -> dict[str, Any]:
         "missing": list(resolution.missing),
         "unknown": dict(resolution.unknown),
         "qemu_cpu_arg": cpu_arg(resolution),
-        "libvirt_xml": cpu_xml(resolution),
+        "libvirt_xml": cpu_xml(resolution, catalog),
     }
 
 

@@ -15,7 +15,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from cpuver import api
-from cpuver.cli import domain, fleet, serve
+from cpuver.cli import domain, fleet, libvirt, serve
 from cpuver.errors import CpuverError, InvalidSpec
 from cpuver.host.capabilities import HostCapabilities
 from cpuver.resolve import Resolver
@@ -93,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     host_actions = _host_parser(sub)
     domain.add_parser(sub, _catalog_options)
     fleet.add_parser(sub, _catalog_options)
+    libvirt.add_parser(sub)
     serve.add_parser(sub, host_actions)
 
     catalog = sub.add_parser("catalog", help="catalog maintenance")
@@ -112,11 +113,13 @@ def _host_parser(sub: Any) -> Any:
     probe = host_sub.add_parser("probe", help="snapshot what this host can give a guest")
     probe.add_argument(
         "--via",
-        choices=api.PROBE_METHODS,
+        choices=(*api.PROBE_METHODS, "libvirt"),
         default="auto",
-        help="kvm (ioctls), qemu (QEMU's own filter), cpuinfo (approximate), auto (default: "
-        "kvm when /dev/kvm is usable, else qemu, else cpuinfo)",
+        help="kvm (ioctls), qemu (QEMU's own filter), cpuinfo (approximate), libvirt (the "
+        "daemon's domcapabilities), auto (default: kvm when /dev/kvm is usable, else qemu, "
+        "else cpuinfo)",
     )
+    domain.connect_option(probe, "with --via libvirt")
     probe.add_argument(
         "--qemu",
         metavar="PATH",
@@ -191,6 +194,8 @@ def _run(args: argparse.Namespace) -> int:
         return domain.run(args)
     if args.command in ("fleet", "pool"):
         return fleet.run(args)
+    if args.command in ("libvirt", "libvirt-hook"):
+        return libvirt.run(args)
     catalog = api.open_catalog(args.qemu, args.catalog, args.overlay)
     if args.command == "show":
         return _show(catalog, args.model, args.json)
@@ -213,7 +218,10 @@ def _host(args: argparse.Namespace) -> HostCapabilities | None:
 
 def _host_command(args: argparse.Namespace) -> int:
     if args.host_command == "probe":
-        host = api.probe_host(args.via, args.qemu, progress=_progress)
+        if args.via == "libvirt":
+            host = api.probe_libvirt(args.connect)
+        else:
+            host = api.probe_host(args.via, args.qemu, progress=_progress)
         text = api.write_host(host, args.output)
         if args.output is None:
             sys.stdout.write(text)
@@ -417,7 +425,7 @@ def _models(resolver: Resolver, as_json: bool) -> int:
 
 
 def _resolve(resolver: Resolver, specs: Sequence[str], as_json: bool) -> int:
-    results = [api.resolution_json(resolver.resolve(spec)) for spec in specs]
+    results = [api.resolution_json(resolver.resolve(spec), resolver.catalog) for spec in specs]
     if as_json:
         _print_json(results if len(results) > 1 else results[0])
         return 0

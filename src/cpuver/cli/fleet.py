@@ -23,7 +23,14 @@ def add_parser(sub: Any, catalog_options: Any) -> None:
     fleet_sub = fleet.add_subparsers(dest="fleet_command", required=True, metavar="ACTION")
 
     add = fleet_sub.add_parser("add", help="store host snapshots (a re-add refreshes the host)")
-    add.add_argument("files", nargs="+", metavar="SNAPSHOT", help="host snapshot file (or local)")
+    add.add_argument(
+        "files", nargs="*", metavar="SNAPSHOT",
+        help="host snapshot file (or local, or libvirt's domcapabilities XML)",
+    )  # fmt: skip
+    add.add_argument(
+        "-c", "--connect", action="append", default=[], metavar="URI",
+        help="also the host behind this libvirt connection (its domcapabilities; repeat)",
+    )  # fmt: skip
     add.add_argument(
         "--pool", action="append", required=True, metavar="P", help="pool to put them in (repeat)"
     )
@@ -82,8 +89,10 @@ def run(args: argparse.Namespace) -> int:
         return _pool(args)
     store = api.open_host_store(args.db)
     if args.fleet_command == "add":
-        progress = Progress().step if len(args.files) > 1 else None
-        added = api.add_host_files(store, args.files, args.pool, progress)
+        if not args.files and not args.connect:
+            raise CpuverError("fleet add: give host snapshot files or --connect URI")
+        progress = Progress().step if len(args.files) + len(args.connect) > 1 else None
+        added = api.add_host_files(store, args.files, args.pool, progress, args.connect)
         print(f"{len(added)} host(s) in pool(s) {', '.join(dict.fromkeys(args.pool))}")
         return 0
     if args.fleet_command == "rm":
@@ -311,7 +320,11 @@ def show_targets(
     host_store: Any, guest_store: Any, guest: str, pool: str | None, as_json: bool
 ) -> int:
     """Hosts a stored guest's pin runs on (``fleet targets`` and ``domain targets``)."""
-    found = api.guest_targets(host_store, guest_store, guest, pool)
+    return print_targets(guest, api.guest_targets(host_store, guest_store, guest, pool), as_json)
+
+
+def print_targets(guest: str, found: Any, as_json: bool) -> int:
+    """Every host with what the guest's pin lacks there (a stored guest or a libvirt domain)."""
     if as_json:
         print(json.dumps(api.targets_json(guest, found), indent=2))
         return 0

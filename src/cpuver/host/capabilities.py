@@ -33,10 +33,11 @@ from cpuver.names import InvalidName, is_name
 SNAPSHOT_SCHEMA = "cpuver-host/2"
 SNAPSHOT_SCHEMA_V1 = "cpuver-host/1"
 READABLE_SCHEMAS = (SNAPSHOT_SCHEMA_V1, SNAPSHOT_SCHEMA)
-METHODS = ("kvm", "qemu", "cpuinfo", "catalog", "qmp", "libvirt")
+METHODS = ("kvm", "qemu", "cpuinfo", "catalog", "libvirt", "qmp", "libvirt-cache")
 """How an accelerator's offers were found: KVM ioctls, QEMU's own filter, /proc/cpuinfo flags
-(approximate), the catalog (TCG offers the same on every host), QMP replies a management layer
-kept, or libvirt's QEMU capabilities cache (both read with QEMU's rules, host.evidence)."""
+(approximate), the catalog (TCG offers the same on every host), libvirt's domcapabilities, QMP
+replies a management layer kept, or libvirt's QEMU capabilities cache (those two read with
+QEMU's rules, host.evidence)."""
 _MODEL_ACCELERATOR = {"host": "kvm", "max": "tcg"}
 _SCHEMA_PREFIX = "cpuver-host/"
 ACCELERATORS = ("kvm", "tcg")

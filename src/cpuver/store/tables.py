@@ -47,6 +47,8 @@ guests = Table(
     Column("generation", Integer, nullable=False),
     Column("created", DateTime(timezone=True), nullable=False),
     Column("updated", DateTime(timezone=True), nullable=False),
+    # r0005: the domain XML the guest was defined from, as given (None for guest files)
+    Column("definition", Text, nullable=True),
 )
 
 cpu_history = Table(

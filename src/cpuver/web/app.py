@@ -406,7 +406,9 @@ def create_app(
 
         def answer(resolver: Resolver | None) -> bytes:
             chosen = resolver or _resolvers.make(key)
-            return orjson.dumps([api.resolution_json(chosen.resolve(s)) for s in request.specs])
+            catalog = chosen.catalog
+            answer = [api.resolution_json(chosen.resolve(s), catalog) for s in request.specs]
+            return orjson.dumps(answer)
 
         if resolver is not None and len(request.specs) <= INLINE_SPECS:
             return Response(answer(resolver), media_type="application/json")
