@@ -20,11 +20,18 @@ from enum import StrEnum
 from functools import lru_cache
 
 from cpuver.catalog import Catalog, NameKind, NameRef
-from cpuver.errors import HostError, InvalidSpec, NotRunnable, UnknownRelease, UnknownVersion
+from cpuver.errors import (
+    HostError,
+    InvalidSpec,
+    NotRunnable,
+    UnknownFeature,
+    UnknownRelease,
+    UnknownVersion,
+)
 from cpuver.features import FeatureSet, FeatureTable
 from cpuver.host.capabilities import HostCapabilities
 from cpuver.models import BareRule, Definition, Delta, MachineType, Version
-from cpuver.spec import Spec, parse
+from cpuver.spec import FeatureChange, Spec, option_like, parse
 
 _parse = lru_cache(maxsize=4096)(parse)
 """Specs are immutable, and services resolve the same few texts over and over."""
@@ -158,9 +165,23 @@ class Resolver:
         return tuple(sorted(definition.features - self.offers))
 
     def _user_changes(self, spec: Spec) -> Delta:
-        on = frozenset(self.features.canonical(c.name) for c in spec.changes if c.enabled)
-        off = frozenset(self.features.canonical(c.name) for c in spec.changes if not c.enabled)
+        on = frozenset(self._feature(c) for c in spec.changes if c.enabled)
+        off = frozenset(self._feature(c) for c in spec.changes if not c.enabled)
         return Delta(on, off)
+
+    def _feature(self, change: FeatureChange) -> str:
+        """A changed feature's canonical name; an unknown one that looks like a misspelt option
+        (``bset=on``) is suggested as that option too."""
+        try:
+            return self.features.canonical(change.name)
+        except UnknownFeature as err:
+            option = option_like(change.name)
+            if option is None or option == "version":
+                raise
+            spelled = (
+                "enforce" if option == "enforce" else f"best={'on' if change.enabled else 'off'}"
+            )
+            raise UnknownFeature(change.name, (*err.suggestions, spelled)) from None
 
     def _versioned(self, version: Version) -> NameRef:
         return NameRef(
