@@ -295,6 +295,7 @@ class GuestStore:
                     [
                         {
                             "guest_id": guest_id,
+                            "guest_name": g.name,
                             "at": now,
                             "actor": who,
                             "reason": reason,
@@ -404,6 +405,7 @@ class GuestStore:
                 conn.execute(
                     insert(cpu_history).values(
                         guest_id=old.id,
+                        guest_name=name,
                         at=now,
                         actor=actor or default_actor(),
                         reason=reason,
@@ -416,14 +418,17 @@ class GuestStore:
             return GuestRecord.from_row(self._row(conn, name))
 
     def history(self, name: str) -> builtins.list[HistoryRecord]:
-        """Every pin the guest had, oldest first (the first one is from its definition)."""
+        """Every pin a guest of this name had, oldest first: each definition starts with its
+        first pin, an undefined guest's history ends with its undefinition. Raises
+        :class:`GuestNotFound` when no guest of this name was ever kept."""
         with self._transaction(write=False) as conn:
-            guest = self._row(conn, name)
             rows = conn.execute(
                 select(cpu_history)
-                .where(cpu_history.c.guest_id == guest.id)
+                .where(cpu_history.c.guest_name == name)
                 .order_by(cpu_history.c.at, cpu_history.c.id)
             ).all()
+            if not rows:
+                self._row(conn, name)
         return [
             HistoryRecord(
                 guest=name,
@@ -438,12 +443,38 @@ class GuestStore:
             for row in rows
         ]
 
-    def delete(self, name: str, expected_generation: int | None = None) -> None:
-        """Remove the guest and its history; with ``expected_generation``, only if still there."""
+    def delete(
+        self,
+        name: str,
+        expected_generation: int | None = None,
+        *,
+        keep_history: bool = False,
+        reason: str = "undefine",
+        actor: str | None = None,
+    ) -> None:
+        """Remove the guest (with ``expected_generation``: only if still at it), so its name is
+        free. ``keep_history``: its CPU history stays, ended by a row for the removal (who, why,
+        the last pin); otherwise the history goes with it."""
         with self._transaction(write=True) as conn:
             old = self._row(conn, name)
             if expected_generation is not None and old.generation != expected_generation:
                 raise ConcurrentUpdate(name, expected_generation, old.generation)
+            if keep_history:
+                conn.execute(
+                    insert(cpu_history).values(
+                        guest_id=old.id,
+                        guest_name=name,
+                        at=_now(),
+                        actor=actor or default_actor(),
+                        reason=reason,
+                        old_fingerprint=old.pin_fingerprint,
+                        new_fingerprint=old.pin_fingerprint,
+                        old_pin_json=old.pin_json,
+                        new_pin_json=old.pin_json,
+                    )
+                )
+            else:
+                conn.execute(delete(cpu_history).where(cpu_history.c.guest_id == old.id))
             where = [guests.c.id == old.id]
             if expected_generation is not None:
                 where.append(guests.c.generation == expected_generation)
