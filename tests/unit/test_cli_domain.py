@@ -60,7 +60,7 @@ def test_start_on_a_host_lacking_a_pinned_feature_is_refused_with_the_blocker(
     defined(capsys, tmp_path, db)
     poor = host_file(tmp_path, "hv2", frozenset({"aes"}))
     code, _out, err = run(capsys, "domain", "start", "web1", "--host", poor, *db)
-    assert code == 1
+    assert code == 3  # refused
     assert "lacks pinned feature(s) aes" in err
 
 
@@ -90,7 +90,7 @@ def test_migrating_a_shut_off_guest_is_an_illegal_transition(
 ) -> None:
     host = defined(capsys, tmp_path, db)
     code, _out, err = run(capsys, "domain", "migrate", "web1", "--to", host, *db)
-    assert code == 1
+    assert code == 3  # refused
     assert "cpuver: error:" in err
 
 
@@ -99,7 +99,7 @@ def test_update_cpu_refuses_a_signature_change_unless_accepted(
 ) -> None:
     defined(capsys, tmp_path, db)
     code, _out, err = run(capsys, "domain", "update-cpu", "web1", "--to", "latest", *db)
-    assert code == 1
+    assert code == 3  # refused
     assert "re-activate" in err
     code, out, _err = run(
         capsys, "domain", "update-cpu", "web1", "--to", "latest", "--accept-signature-change", *db

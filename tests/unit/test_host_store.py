@@ -36,8 +36,7 @@ def store(url: str) -> Iterator[HostStore]:
         yield opened
 
 
-def test_migration_head_is_r0003_and_creates_the_host_tables(url: str) -> None:
-    assert head_revision() == HEAD == "r0003"
+def test_migration_creates_the_host_tables(url: str) -> None:
     HostStore(url).migrate()
     engine = create_engine(url)
     try:
@@ -139,6 +138,6 @@ def test_a_database_at_r0002_is_upgraded_to_hold_hosts(url: str) -> None:
     finally:
         engine.dispose()
     with HostStore(url) as hosts:
-        assert hosts.migrate() is True  # r0002 -> r0003
+        assert hosts.migrate() is True  # r0002 -> head
         hosts.add(snapshot("hv1"), "hv1", ["rack3"])
         assert [h.name for h in hosts.list("rack3")] == ["hv1"]

@@ -6,6 +6,7 @@
 ``running``   a guest's pinned CPU in a real QEMU process that outlives the command
 ``fleets``    hosts and pools, pool answers, what-if, where a guest's pin can go
 ``shapes``    the JSON shape of each answer (CLI ``--json`` and the service)
+``refusals``  which errors are refusals (the state says no) rather than bad requests
 
 The names below are the package's interface: callers write ``api.open_catalog(...)`` and need
 not know which module holds a use case. Each module imports its heavy dependencies (the store,
@@ -42,6 +43,7 @@ from cpuver.api.fleets import (
     stored_host,
 )
 from cpuver.api.guests import (
+    cancel_cpu_update,
     check_guests,
     define_guest,
     define_guest_text,
@@ -50,6 +52,7 @@ from cpuver.api.guests import (
     guest_xml,
     list_guests,
     open_store,
+    undefine_guest,
     update_guest_cpu,
 )
 from cpuver.api.hosts import (
@@ -65,6 +68,7 @@ from cpuver.api.hosts import (
     read_host,
     write_host,
 )
+from cpuver.api.refusals import is_refusal, refusals
 from cpuver.api.running import (
     RunningGuest,
     launch_guest,
@@ -76,7 +80,10 @@ from cpuver.api.running import (
     stop_running_guest,
 )
 from cpuver.api.shapes import (
+    cpu_diff_json,
     definitions_json,
+    error_json,
+    guest_json,
     host_json,
     pool_best_json,
     resolution_json,
@@ -97,17 +104,21 @@ __all__ = [
     "WhatIf",
     "add_host",
     "add_host_files",
+    "cancel_cpu_update",
     "canonical_features",
     "check_guests",
+    "cpu_diff_json",
     "default_qemu_binary",
     "define_guest",
     "define_guest_text",
     "definitions_json",
     "difference",
+    "error_json",
     "every_guest_targets",
     "feature_names",
     "fleet_what_if",
     "get_guest",
+    "guest_json",
     "guest_targets",
     "guest_transition",
     "guest_xml",
@@ -115,6 +126,7 @@ __all__ = [
     "host_diff",
     "host_json",
     "import_catalog",
+    "is_refusal",
     "kvm_usable",
     "launch_guest",
     "list_guests",
@@ -130,6 +142,7 @@ __all__ = [
     "probe_host",
     "probe_with_qemu",
     "read_host",
+    "refusals",
     "report",
     "resolution_json",
     "restore_running_guest",
@@ -141,6 +154,7 @@ __all__ = [
     "stop_running_guest",
     "stored_host",
     "targets_json",
+    "undefine_guest",
     "update_guest_cpu",
     "what_if_json",
     "write_host",

@@ -161,4 +161,3 @@ def import_catalog(binary: Path, output: Path, progress: Any = None) -> Catalog:
     catalog = run_import(QemuInstall(binary), progress)
     dump(catalog, output)
     return catalog
-

@@ -269,4 +269,3 @@ def _targets(guest: Guest, hosts: Sequence[HostCapabilities]) -> Targets:
             missing = (f"(no {guest.pin.accel} capabilities)",)
         out.append((host.name, missing))
     return out
-

@@ -192,6 +192,27 @@ def update_guest_cpu(
     return updated, diff
 
 
+def undefine_guest(store: GuestStore, name: str, keep_history: bool = True) -> Guest:
+    """Remove a shut-off or saved guest so its name is free; its CPU history stays for audit
+    unless ``keep_history`` is False. Returns the guest as it was."""
+    from cpuver.domain.lifecycle import undefine
+
+    guest = get_guest(store, name)
+    undefine(guest)
+    store.delete(name, guest.generation, keep_history=keep_history, reason="undefine")
+    return guest
+
+
+def cancel_cpu_update(store: GuestStore, name: str) -> Guest:
+    """Drop a guest's pending CPU update (one no host can run, say): it keeps its CPU."""
+    from cpuver.domain.lifecycle import cancel_update
+
+    guest = get_guest(store, name)
+    cancelled = cancel_update(guest)
+    assert guest.pending is not None
+    return _store_change(store, guest, cancelled, f"update-cpu to {guest.pending.name} cancelled")
+
+
 def check_guests(store: GuestStore, catalog: Catalog) -> list[tuple[str, list[str]]]:
     """Guests whose pinned version no longer exists or is deprecated in ``catalog``."""
     from cpuver.domain.pinning import check
@@ -202,4 +223,3 @@ def check_guests(store: GuestStore, catalog: Catalog) -> list[tuple[str, list[st
         if problems:
             out.append((guest.name, problems))
     return out
-

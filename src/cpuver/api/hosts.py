@@ -282,4 +282,3 @@ def pick_accel(requested: str | None, host: HostCapabilities | None) -> str:
     if host is not None and len(host.offers) == 1:
         return next(iter(host.offers))
     return "kvm" if kvm_usable() else "tcg"
-

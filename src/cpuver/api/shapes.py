@@ -8,11 +8,13 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from cpuver.api.fleets import stored_host
+from cpuver.errors import CpuverError, InvalidSpec, NotRunnable
 from cpuver.models import SIGNATURE_FIELDS
 from cpuver.resolve import Resolution, Resolver
 
 if TYPE_CHECKING:
     from cpuver.api.fleets import PoolBest, Targets, WhatIf
+    from cpuver.domain.lifecycle import CpuDiff, Guest
     from cpuver.store import HostRecord
 
 
@@ -124,3 +126,57 @@ def targets_json(name: str, found: Targets) -> dict[str, Any]:
         "blocked": {host: list(missing) for host, missing in found if missing},
     }
 
+
+def guest_json(guest: Guest) -> dict[str, Any]:
+    """One stored guest in brief, as ``cpuver domain list --json`` and ``GET /api/guests`` show
+    it (``GET /api/guests/{name}`` and a saved guest file have the full pin)."""
+    return {
+        "name": guest.name,
+        "state": guest.state,
+        "host": guest.host,
+        "cpu": guest.pin.name,
+        "machine": guest.pin.machine,
+        "accel": guest.pin.accel,
+        "pending": guest.pending.name if guest.pending else None,
+        "fingerprint": guest.pin.fingerprint,
+        "generation": guest.generation,
+    }
+
+
+def cpu_diff_json(diff: CpuDiff) -> dict[str, Any]:
+    """What an update changes (or would) about a guest's CPU."""
+    return {
+        "from": diff.old,
+        "to": diff.new,
+        "gained": list(diff.gained),
+        "lost": list(diff.lost),
+        "signature": {name: {"old": old, "new": new} for name, old, new in diff.signature},
+        "machine": {"old": diff.machine[0], "new": diff.machine[1]} if diff.machine else None,
+        "identity-changed": diff.identity_changed,
+        "applied": diff.applied,
+        "pending": diff.pending,
+    }
+
+
+def one_line(text: str) -> str:
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def error_json(err: CpuverError) -> dict[str, Any]:
+    """An error in one line, with the bad span of a spec (given directly or inside a guest
+    definition) or the blockers of every version when none runs."""
+    bad_spec = err if isinstance(err, InvalidSpec) else err.__cause__
+    if isinstance(bad_spec, InvalidSpec):
+        where = f"{bad_spec.message} (at position {bad_spec.start} of {bad_spec.text!r})"
+        return {
+            "error": one_line(str(err).replace(str(bad_spec), where)),
+            "spec": bad_spec.text,
+            "position": bad_spec.start,
+            "end": bad_spec.end,
+        }
+    if isinstance(err, NotRunnable):
+        return {
+            "error": f"no version of {err.spec!r} can run on {err.where}",
+            "blockers": {name: list(missing) for name, missing in err.blockers.items()},
+        }
+    return {"error": one_line(str(err))}

@@ -10,6 +10,7 @@ from typing import Any
 
 from cpuver import api
 from cpuver.cli.fleet import show_targets
+from cpuver.cli.output import EXIT_ERROR, EXIT_OK, UsageError, add_json, emit
 from cpuver.errors import CpuverError, QemuError
 
 ACTIONS_WITH_HOST = {"start": "--host", "restore": "--host", "migrate": "--to"}
@@ -23,6 +24,7 @@ def add_parser(sub: Any, catalog_options: Any) -> None:
         parser: argparse.ArgumentParser = actions.add_parser(name, help=help_text)
         parser.add_argument("--db", metavar="URL", help="guest store (default: SQLite file)")
         catalog_options(parser, machine=False)
+        add_json(parser)
         return parser
 
     define = action("define", "resolve a domain XML or guest file fully and store the guest")
@@ -36,6 +38,11 @@ def add_parser(sub: Any, catalog_options: Any) -> None:
         ("shutdown", "shut the guest off"),
     ):
         action(name, help_text).add_argument("name", metavar="NAME")
+    undefine = action("undefine", "remove a shut-off guest; its CPU history stays for audit")
+    undefine.add_argument("name", metavar="NAME")
+    undefine.add_argument(
+        "--delete-history", action="store_true", help="also delete the guest's CPU history"
+    )
     action("list", "every guest with its pinned CPU")
     action("check", "guests whose pinned version is gone or deprecated in the catalog")
     for name, flag, help_text in (
@@ -71,18 +78,20 @@ def add_parser(sub: Any, catalog_options: Any) -> None:
         "new QEMU, verify it over QMP and keep it running",
     )
     restore.add_argument("--qemu-binary", type=Path, metavar="PATH")
-    snapshot = action("snapshot", "create or revert a snapshot (the pin never changes)")
-    snapshot.add_argument("verb", choices=("create", "revert"))
+    snapshot = action("snapshot", "create, revert or list snapshots (the pin never changes)")
+    snapshot.add_argument("verb", choices=("create", "revert", "list"))
     snapshot.add_argument("name", metavar="NAME")
-    snapshot.add_argument("snapshot", metavar="SNAPSHOT")
+    snapshot.add_argument("snapshot", metavar="SNAPSHOT", nargs="?", help="(create, revert)")
     update = action("update-cpu", "move the pin to another version, showing the difference")
     update.add_argument("name", metavar="NAME")
-    update.add_argument("--to", default="latest", help="best, latest or vN (default: latest)")
+    update.add_argument("--to", help="best, latest or vN (default: latest)")
+    update.add_argument(
+        "--cancel", action="store_true", help="drop the guest's pending CPU update instead"
+    )
     _best_against(update)
     targets = action("targets", "hosts (of a pool) the guest's pinned CPU can start or migrate on")
     targets.add_argument("name", metavar="NAME")
     targets.add_argument("--pool", metavar="P", help="only the hosts of this pool")
-    targets.add_argument("--json", action="store_true", help="machine-readable output")
     update.add_argument("--dry-run", action="store_true")
     update.add_argument("--accept-signature-change", action="store_true")
 
@@ -106,6 +115,16 @@ def _best_host(args: argparse.Namespace, catalog: Any, accel: str | None) -> Any
     return api.read_host(args.host) if args.host else None
 
 
+def _done(
+    args: argparse.Namespace, guest: Any, text: str, running: Any = None, **extra: Any
+) -> int:
+    """A lifecycle step's answer: the guest as it is now (and its QEMU process, if any)."""
+    qemu = {"pid": running.pid, "verified": True} if running is not None else None
+    data = {"action": args.action, "guest": api.guest_json(guest), "qemu": qemu, **extra}
+    emit(args.json, data, lambda: [text])
+    return EXIT_OK
+
+
 def run(args: argparse.Namespace) -> int:
     catalog = api.open_catalog(args.qemu, args.catalog, args.overlay)
     store = api.open_store(args.db)
@@ -115,82 +134,102 @@ def run(args: argparse.Namespace) -> int:
             store, args.file, catalog, api.pick_accel(args.accel, host), host, args.machine
         )
         against = f", for {host.source}" if args.pool else ""
-        print(
+        return _done(
+            args,
+            guest,
             f"defined {guest.name}: {guest.pin.name} on {guest.pin.machine} "
-            f"({guest.pin.accel}{against}), fingerprint {guest.pin.fingerprint[:16]}"
+            f"({guest.pin.accel}{against}), fingerprint {guest.pin.fingerprint[:16]}",
         )
-        return 0
     if args.action == "targets":
         hosts = api.open_host_store(args.db)
         return show_targets(hosts, store, args.name, args.pool, args.json)
     if args.action == "list":
-        for guest in api.list_guests(store):
-            where = f" on {guest.host}" if guest.host else ""
-            pending = f" (pending {guest.pending.name})" if guest.pending else ""
-            print(
-                f"{guest.name}  {guest.state}{where}  {guest.pin.name}{pending}  "
-                f"{guest.pin.fingerprint[:16]}"
-            )
-        return 0
+        guests = api.list_guests(store)
+        emit(args.json, [api.guest_json(g) for g in guests], lambda: map(_list_line, guests))
+        return EXIT_OK
     if args.action == "dumpxml":
-        print(api.guest_xml(store, args.name, catalog))
-        return 0
+        xml = api.guest_xml(store, args.name, catalog)
+        emit(args.json, {"guest": args.name, "xml": xml}, lambda: [xml])
+        return EXIT_OK
     if args.action == "history":
-        for entry in store.history(args.name):
-            old = entry.old_fingerprint[:16] if entry.old_fingerprint else "-"
-            print(
-                f"{entry.at:%Y-%m-%d %H:%M:%S} {entry.actor}: {entry.reason} "
-                f"({old} -> {entry.new_fingerprint[:16]})"
-            )
-        return 0
+        entries = store.history(args.name)
+        emit(args.json, [_history_json(e) for e in entries], lambda: map(_history_line, entries))
+        return EXIT_OK
     if args.action == "check":
         problems = api.check_guests(store, catalog)
-        for name, lines in problems:
-            print(f"{name}: {'; '.join(lines)}")
-        return 1 if problems else 0
+        emit(
+            args.json,
+            [{"guest": name, "problems": lines} for name, lines in problems],
+            lambda: (f"{name}: {'; '.join(lines)}" for name, lines in problems),
+        )
+        return EXIT_ERROR if problems else EXIT_OK
     if args.action == "update-cpu":
         return _update(args, store, catalog)
+    if args.action == "undefine":
+        gone = api.undefine_guest(store, args.name, keep_history=not args.delete_history)
+        kept = "deleted" if args.delete_history else f"kept: cpuver domain history {gone.name}"
+        history = "deleted" if args.delete_history else "kept"
+        return _done(args, gone, f"{gone.name} undefined (CPU history {kept})", history=history)
+    if args.action == "snapshot":
+        return _snapshot(args, store)
     if args.action == "save":
-        api.guest_transition(store, args.name, "save", dry_run=True)
-        if api.running_guest(store, args.name) is not None:
-            current = api.get_guest(store, args.name)
-            api.save_running_guest(store, current, catalog, _state(args.file))
-            print(f"{current.name}: QEMU saved its state to {_state(args.file)} and stopped")
-        guest = api.guest_transition(store, args.name, "save")
-        args.file.write_text(json.dumps(guest.to_json(), indent=2) + "\n")
-        print(f"saved {guest.name} to {args.file}")
-        return 0
+        return _save(args, store, catalog)
     if args.action == "restore":
         return _restore(args, store, catalog)
-    if args.action == "snapshot":
-        guest = api.guest_transition(
-            store, args.name, f"snapshot-{args.verb}", snapshot=args.snapshot
-        )
-        print(f"{guest.name}: snapshot {args.snapshot} {args.verb}d; CPU {guest.pin.name}")
-        return 0
     if args.action == "shutdown":
         api.guest_transition(store, args.name, "shutdown", dry_run=True)
-        if api.stop_running_guest(store, api.get_guest(store, args.name), catalog):
-            print(f"{args.name}: its QEMU process ended")
+        ended = api.stop_running_guest(store, api.get_guest(store, args.name), catalog)
         guest = api.guest_transition(store, args.name, "shutdown")
-        print(f"{guest.name} is shut off")
-        return 0
+        text = (
+            f"{args.name}: its QEMU process ended\n" if ended else ""
+        ) + f"{guest.name} is shut off"
+        return _done(args, guest, text, qemu_ended=ended)
     host = api.read_host(args.target)
     api.guest_transition(store, args.name, args.action, host=host, dry_run=True)
     before = api.get_guest(store, args.name)
+    running, said = None, ""
     if args.action == "start" and args.launch:
         running = api.launch_guest(store, before, catalog, _binary(args))
-        print(f"{before.name}: QEMU pid {running.pid} runs {before.pin.name}, verified over QMP")
+        said = f"{before.name}: QEMU pid {running.pid} runs {before.pin.name}, verified over QMP\n"
     elif args.action == "migrate" and (args.launch or api.running_guest(store, args.name)):
         running = api.migrate_running_guest(store, before, catalog, args.qemu_binary)
-        print(f"{before.name}: live-migrated to QEMU pid {running.pid}, verified over QMP")
+        said = f"{before.name}: live-migrated to QEMU pid {running.pid}, verified over QMP\n"
     try:
         guest = api.guest_transition(store, args.name, args.action, host=host)
     except BaseException:
         api.stop_running_guest(store, before, catalog)  # no QEMU the store does not know of
         raise
-    print(f"{guest.name} {guest.state} on {guest.host} with {guest.pin.name}")
-    return 0
+    return _done(
+        args,
+        guest,
+        f"{said}{guest.name} {guest.state} on {guest.host} with {guest.pin.name}",
+        running,
+    )
+
+
+def _list_line(guest: Any) -> str:
+    where = f" on {guest.host}" if guest.host else ""
+    pending = f" (pending {guest.pending.name})" if guest.pending else ""
+    fingerprint = guest.pin.fingerprint[:16]
+    return f"{guest.name}  {guest.state}{where}  {guest.pin.name}{pending}  {fingerprint}"
+
+
+def _history_json(entry: Any) -> dict[str, Any]:
+    return {
+        "at": entry.at.isoformat(timespec="seconds"),
+        "actor": entry.actor,
+        "reason": entry.reason,
+        "old-fingerprint": entry.old_fingerprint,
+        "new-fingerprint": entry.new_fingerprint,
+    }
+
+
+def _history_line(entry: Any) -> str:
+    old = entry.old_fingerprint[:16] if entry.old_fingerprint else "-"
+    return (
+        f"{entry.at:%Y-%m-%d %H:%M:%S} {entry.actor}: {entry.reason} "
+        f"({old} -> {entry.new_fingerprint[:16]})"
+    )
 
 
 def _binary(args: argparse.Namespace) -> Path:
@@ -204,6 +243,25 @@ def _binary(args: argparse.Namespace) -> Path:
 def _state(saved: Path) -> Path:
     """Where ``save --launch`` puts QEMU's migration stream, next to cpuver's saved guest."""
     return saved.with_name(saved.name + ".qemu-state")
+
+
+def _save(args: argparse.Namespace, store: Any, catalog: Any) -> int:
+    api.guest_transition(store, args.name, "save", dry_run=True)
+    said, state = "", None
+    if api.running_guest(store, args.name) is not None:
+        current = api.get_guest(store, args.name)
+        state = _state(args.file)
+        api.save_running_guest(store, current, catalog, state)
+        said = f"{current.name}: QEMU saved its state to {state} and stopped\n"
+    guest = api.guest_transition(store, args.name, "save")
+    args.file.write_text(json.dumps(guest.to_json(), indent=2) + "\n")
+    return _done(
+        args,
+        guest,
+        f"{said}saved {guest.name} to {args.file}",
+        file=str(args.file),
+        qemu_state=str(state) if state else None,
+    )
 
 
 def _restore(args: argparse.Namespace, store: Any, catalog: Any) -> int:
@@ -220,30 +278,74 @@ def _restore(args: argparse.Namespace, store: Any, catalog: Any) -> int:
         )
     host = api.read_host(args.target)
     api.guest_transition(store, name, "restore", host=host, dry_run=True)
+    running, said = None, ""
     if args.launch:
         running = api.restore_running_guest(
             store, current, catalog, _binary(args), _state(args.file)
         )
-        print(f"{name}: QEMU pid {running.pid} restored the state, verified over QMP")
+        said = f"{name}: QEMU pid {running.pid} restored the state, verified over QMP\n"
     guest = api.guest_transition(store, name, "restore", host=host)
-    print(f"{guest.name} restored on {guest.host} with {guest.pin.name}")
-    return 0
+    return _done(
+        args, guest, f"{said}{guest.name} restored on {guest.host} with {guest.pin.name}", running
+    )
+
+
+def _snapshot(args: argparse.Namespace, store: Any) -> int:
+    if args.verb == "list":
+        snapshots = api.get_guest(store, args.name).snapshots
+        emit(args.json, {"guest": args.name, "snapshots": list(snapshots)}, lambda: snapshots)
+        return EXIT_OK
+    if args.snapshot is None:
+        raise UsageError(f"snapshot {args.verb} needs a SNAPSHOT name")
+    guest = api.guest_transition(store, args.name, f"snapshot-{args.verb}", snapshot=args.snapshot)
+    done = {"create": "created", "revert": "reverted to"}[args.verb]
+    return _done(
+        args,
+        guest,
+        f"{guest.name}: snapshot {args.snapshot} {done}; CPU {guest.pin.name} (unchanged)",
+        snapshot=args.snapshot,
+    )
 
 
 def _update(args: argparse.Namespace, store: Any, catalog: Any) -> int:
+    if args.cancel:
+        if args.to or args.dry_run or args.accept_signature_change or args.host or args.pool:
+            raise UsageError("--cancel takes no --to, --dry-run, --host, --pool or --accept-*")
+        before = api.get_guest(store, args.name)
+        guest = api.cancel_cpu_update(store, args.name)
+        assert before.pending is not None
+        return _done(
+            args,
+            guest,
+            f"{guest.name}: pending update to {before.pending.name} cancelled; "
+            f"keeps {guest.pin.name}",
+            cancelled=before.pending.name,
+        )
     host = _best_host(args, catalog, api.get_guest(store, args.name).pin.accel)
     accept = args.accept_signature_change or args.dry_run  # a dry run only shows the diff
     guest, diff = api.update_guest_cpu(
-        store, args.name, catalog, args.to, host, accept, args.dry_run
+        store, args.name, catalog, args.to or "latest", host, accept, args.dry_run
     )
-    for line in diff.lines():
-        print(line)
-    if args.dry_run:
-        if diff.identity_changed and not args.accept_signature_change:
-            print("applying it needs --accept-signature-change")
-        print("(dry run: nothing changed)")
-    elif guest.pending is not None:
-        print(f"{guest.name} is {guest.state}: {guest.pending.name} applies at its next cold boot")
-    else:
-        print(f"{guest.name} now has {guest.pin.name}")
-    return 0
+
+    def lines() -> list[str]:
+        out = diff.lines()
+        if args.dry_run:
+            if diff.identity_changed and not args.accept_signature_change:
+                out.append("applying it needs --accept-signature-change")
+            out.append("(dry run: nothing changed)")
+        elif guest.pending is not None:
+            out.append(
+                f"{guest.name} is {guest.state}: {guest.pending.name} applies at its next cold boot"
+            )
+        else:
+            out.append(f"{guest.name} now has {guest.pin.name}")
+        return out
+
+    data = {
+        "action": "update-cpu",
+        "guest": api.guest_json(guest),
+        "diff": api.cpu_diff_json(diff),
+        "dry-run": args.dry_run,
+    }
+    emit(args.json, data, lines)
+    return EXIT_OK

@@ -12,6 +12,7 @@ import json
 from typing import Any
 
 from cpuver import api
+from cpuver.cli.output import EXIT_OK, add_json, emit
 from cpuver.cli.progress import Progress
 from cpuver.errors import CpuverError
 
@@ -31,7 +32,6 @@ def add_parser(sub: Any, catalog_options: Any) -> None:
     rm.add_argument("host", metavar="HOST")
     ls = fleet_sub.add_parser("ls", help="stored hosts and their pools")
     ls.add_argument("--pool", metavar="P", help="only the hosts of this pool")
-    ls.add_argument("--json", action="store_true", help="machine-readable output")
 
     what_if = fleet_sub.add_parser(
         "what-if", help="which pool answers and stored guests change if hosts lose/gain features"
@@ -45,9 +45,9 @@ def add_parser(sub: Any, catalog_options: Any) -> None:
     targets = fleet_sub.add_parser("targets", help="hosts a stored guest's pinned CPU runs on")
     targets.add_argument("guest", metavar="GUEST")
     targets.add_argument("--pool", metavar="P", help="only the hosts of this pool")
-    targets.add_argument("--json", action="store_true", help="machine-readable output")
     for parser in (add, rm, ls, targets):
         parser.add_argument("--db", metavar="URL", help="store (default: SQLite file)")
+        add_json(parser)
 
     pool = sub.add_parser("pool", help="what every host of a pool can run")
     pool_sub = pool.add_subparsers(dest="pool_command", required=True, metavar="ACTION")
@@ -67,7 +67,7 @@ def _pool_options(parser: argparse.ArgumentParser, catalog_options: Any) -> None
     catalog_options(parser, machine=False)
     parser.add_argument("--machine", metavar="M", help="machine type (default: newest pc-q35)")
     parser.add_argument("--accel", choices=("kvm", "tcg"), default="kvm", help="default: kvm")
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    add_json(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -77,12 +77,17 @@ def run(args: argparse.Namespace) -> int:
     if args.fleet_command == "add":
         progress = Progress().step if len(args.files) > 1 else None
         added = api.add_host_files(store, args.files, args.pool, progress)
-        print(f"{len(added)} host(s) in pool(s) {', '.join(dict.fromkeys(args.pool))}")
-        return 0
+        pools = list(dict.fromkeys(args.pool))
+        emit(
+            args.json,
+            {"added": [record.name for record in added], "pools": pools},
+            lambda: [f"{len(added)} host(s) in pool(s) {', '.join(pools)}"],
+        )
+        return EXIT_OK
     if args.fleet_command == "rm":
         store.remove(args.host)
-        print(f"removed {args.host}")
-        return 0
+        emit(args.json, {"removed": args.host}, lambda: [f"removed {args.host}"])
+        return EXIT_OK
     if args.fleet_command == "ls":
         return _ls(store, args.pool, args.json)
     if args.fleet_command == "targets":
