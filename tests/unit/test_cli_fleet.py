@@ -174,16 +174,53 @@ def test_pool_baseline_gives_each_family_its_pool_best(
 
 
 def test_what_if_drop_tsx_lists_the_changed_pool_answers(
-    capsys: pytest.CaptureFixture[str], rack3: list[str]
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, db: list[str]
 ) -> None:
+    files = [snapshot_file(tmp_path, name, capable()) for name in ("hv1", "hv2")]
+    run(capsys, "fleet", "add", *files, "--pool", "gold", *db)
     code, out, _err = run(
-        capsys, "fleet", "what-if", "--drop", "hle,rtm", "--hosts", "hv1,hv2", *rack3
+        capsys, "fleet", "what-if", "--drop", "hle,rtm", "--hosts", "hv1", "--pool", "gold", *db
     )
     assert code == 0
-    assert "Cooperlake: Cooperlake-v2 -> (none runs on every host) (because of hv1, hv2)" in (
+    assert "Cooperlake: Cooperlake-v2 -> (none runs on every host) (because of hv1)" in (
         out.splitlines()
     )
     assert "Haswell:" not in out  # Haswell-v4 runs without TSX
+
+
+def test_what_if_of_some_hosts_keeps_the_rest_of_the_pool(
+    capsys: pytest.CaptureFixture[str], rack3: list[str]
+) -> None:
+    """hv3 lacked TSX all along: hv1 losing it changes no answer of the pool rack3."""
+    _code, out, _err = run(
+        capsys, "fleet", "what-if", "--drop", "hle,rtm", "--hosts", "hv1", "--json", *rack3
+    )
+    assert json.loads(out)["answers"] == []
+
+
+def test_what_if_strands_only_guests_left_with_no_host(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, rack3: list[str], db: list[str]
+) -> None:
+    """web1 (Haswell-v3, TSX) runs on hv1 and hv2: hv1 losing TSX leaves it hv2."""
+    define_guest(capsys, tmp_path, db, "web1", "Haswell-v3")
+    _code, out, _err = run(
+        capsys, "fleet", "what-if", "--drop", "hle,rtm", "--hosts", "hv1", "--json", *rack3
+    )
+    data = json.loads(out)
+    assert [(g["guest"], g["host"]) for g in data["guests"]] == [("web1", "hv1")]
+    assert data["stranded"] == []
+    _code, out, _err = run(
+        capsys, "fleet", "what-if", "--drop", "hle,rtm", "--hosts", "hv1,hv2", "--json", *rack3
+    )
+    assert json.loads(out)["stranded"] == ["web1"]
+
+
+def test_what_if_of_a_host_outside_the_pool_is_an_error(
+    capsys: pytest.CaptureFixture[str], rack3: list[str]
+) -> None:
+    code, _out, err = run(capsys, "fleet", "what-if", "--drop", "hle", "--hosts", "hv9", *rack3)
+    assert code == 1
+    assert "not in pool 'rack3': hv9" in err
 
 
 def test_what_if_lists_the_stored_guests_that_lose_hosts(

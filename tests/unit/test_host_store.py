@@ -21,7 +21,6 @@ from cpuver.store import (
     PoolNotFound,
     PoolRecord,
 )
-from cpuver.store.schema import HEAD, head_revision
 from postgres import url_fixture  # noqa: F401  (the url fixture)
 
 

@@ -71,14 +71,13 @@ def pool_fleet(
     catalog: Catalog,
     accel: str = "kvm",
     machine: str | None = None,
-    hosts: Sequence[str] | None = None,
 ) -> Fleet:
-    """A :class:`~cpuver.fleet.Fleet` of the hosts of ``pool`` (only ``hosts`` of it, when
-    given), each with what it offers under ``accel`` for the catalog's QEMU release."""
+    """A :class:`~cpuver.fleet.Fleet` of the hosts of ``pool``, each with what it offers under
+    ``accel`` for the catalog's QEMU release."""
     from cpuver.fleet import Fleet
 
     fleet = Fleet(catalog, accel, machine)
-    offers = _pool_offers(store, pool, catalog, fleet.accel, hosts)
+    offers = _pool_offers(store, pool, catalog, fleet.accel)
     fleet.set_hosts((host.name, found) for host, found in offers)
     return fleet
 
@@ -88,21 +87,13 @@ def _pool_offers(
     pool: str,
     catalog: Catalog,
     accel: str,
-    hosts: Sequence[str] | None = None,
 ) -> list[tuple[HostCapabilities, FeatureSet]]:
-    """Each stored host of ``pool`` (only ``hosts`` of it, when given) with what it offers under
-    ``accel`` for the catalog's QEMU release; a host not probed under ``accel`` is an error."""
+    """Each stored host of ``pool`` with what it offers under ``accel`` for the catalog's QEMU
+    release; a host not probed under ``accel`` is an error."""
     from cpuver.fleet import offers_of
 
-    records = store.list(pool)
-    if hosts is not None:
-        known = {r.name for r in records}
-        unknown = [h for h in hosts if h not in known]
-        if unknown:
-            raise HostError(f"not in pool {pool!r}: {', '.join(unknown)}")
-        records = [r for r in records if r.name in set(hosts)]
     out = []
-    for record in records:
+    for record in store.list(pool):
         host = stored_host(record)
         found = offers_of(host, accel, catalog.release, catalog)
         if found is None:
@@ -200,16 +191,19 @@ def fleet_what_if(
     accel: str = "kvm",
     machine: str | None = None,
 ) -> WhatIf:
-    """What changes when the pool's hosts (only ``hosts``, when given) lose ``drop`` and gain
-    ``add`` (a microcode update taking TSX away, a BIOS setting): which pool answers change, and
-    which stored guests could no longer start on or migrate to which host."""
+    """What changes when the pool's hosts (only ``hosts`` of it, when given: the others stay as
+    they are) lose ``drop`` and gain ``add`` (a microcode update taking TSX away, a BIOS
+    setting): which pool answers change, which stored guests could no longer start on or migrate
+    to which host, and which are stranded (had a host of the pool before, have none after)."""
     from cpuver.fleet import offers_of
 
-    fleet = pool_fleet(host_store, pool, catalog, accel, machine, hosts)
-    changes = fleet.what_if(drop, add)
-    scope = set(fleet.hosts)
-    records = [r for r in host_store.list(pool) if r.name in scope]
-    snapshots = {r.name: stored_host(r) for r in records}
+    fleet = pool_fleet(host_store, pool, catalog, accel, machine)
+    unknown = [h for h in hosts or () if h not in fleet]
+    if unknown:
+        raise HostError(f"not in pool {pool!r}: {', '.join(unknown)}")
+    changes = fleet.what_if(drop, add, hosts)
+    changed = set(fleet.hosts if hosts is None else hosts)
+    snapshots = {r.name: stored_host(r) for r in host_store.list(pool)}
     impacts: list[GuestImpact] = []
     stranded: list[str] = []
     for guest in list_guests(guest_store):
@@ -220,7 +214,7 @@ def fleet_what_if(
             if offered is None:
                 continue
             before = pin_.on - offered
-            after = pin_.on - ((offered - drop) | add)
+            after = pin_.on - ((offered - drop) | add) if name in changed else before
             ran, runs = ran or not before, runs or not after
             if not before and after:
                 impacts.append(

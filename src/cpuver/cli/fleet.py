@@ -110,10 +110,10 @@ def _ls(store: Any, pool: str | None, as_json: bool) -> int:
     return 0
 
 
-def _fleet(args: argparse.Namespace, hosts: list[str] | None = None) -> Any:
+def _fleet(args: argparse.Namespace) -> Any:
     catalog = api.open_catalog(args.qemu, args.catalog, args.overlay)
     store = api.open_host_store(args.db)
-    return api.pool_fleet(store, args.pool, catalog, args.accel, args.machine, hosts)
+    return api.pool_fleet(store, args.pool, catalog, args.accel, args.machine)
 
 
 def _header(args: argparse.Namespace, fleet: Any) -> str:
