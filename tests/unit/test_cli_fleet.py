@@ -340,3 +340,21 @@ def test_pool_best_groups_hosts_that_lack_the_same_features(
         "  Haswell-v3 blocked: hv1, hv2, hv3, hv4, hv5 and 2 more hosts lack hle, rtm; "
         "hv8 lacks spec-ctrl"
     ) in out.splitlines()
+
+
+def test_targets_count_a_pending_update_the_next_cold_boot_runs(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, rack3: list[str], db: list[str]
+) -> None:
+    """web1 (Haswell-v4, runs everywhere) is to become Haswell-v3 (TSX): hv3 can no longer
+    take it, since the next cold boot there would need hle and rtm."""
+    define_guest(capsys, tmp_path, db, "web1", "Haswell-v4")
+    run(capsys, "domain", "start", "web1", "--host", str(tmp_path / "hv1.json"), *db)
+    code, _out, err = run(
+        capsys, "domain", "update-cpu", "web1", "--to", "v3", "--accept-signature-change", *db
+    )
+    assert code == 0, err
+    _code, out, _err = run(capsys, "domain", "targets", "web1", "--json", *rack3)
+    answer = json.loads(out)
+    assert answer["targets"] == ["hv1", "hv2"]
+    assert answer["blocked"] == {"hv3": ["hle", "rtm"]}
+    assert answer["pending"] == "Haswell-v3"

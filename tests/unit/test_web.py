@@ -350,6 +350,7 @@ def test_targets_are_the_hosts_of_the_pool_that_run_the_pin(client: TestClient) 
         "guest": "web1",
         "targets": ["hv1"],
         "blocked": {"hv3": ["hle", "rtm"]},
+        "pending": None,
     }
 
 

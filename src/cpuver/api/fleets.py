@@ -229,14 +229,17 @@ def fleet_what_if(
 
 Targets = list[tuple[str, tuple[str, ...]]]
 """Every host with the pinned features it lacks: an empty tuple means the guest can start on it
-or migrate to it."""
+or migrate to it. A pending CPU update counts too (it is what the next cold boot runs): a host
+must run both the pin and the pending one."""
 
 
 def guest_targets(
     host_store: HostStore, guest_store: GuestStore, name: str, pool: str | None = None
-) -> Targets:
-    """Every host (of ``pool``, when given) with the pinned features of guest ``name`` it lacks."""
-    return _targets(get_guest(guest_store, name), _stored_hosts(host_store, pool))
+) -> tuple[Guest, Targets]:
+    """Guest ``name`` and every host (of ``pool``, when given) with the pinned features (of the
+    pin, and of a pending update) it lacks."""
+    guest = get_guest(guest_store, name)
+    return guest, _targets(guest, _stored_hosts(host_store, pool))
 
 
 def every_guest_targets(
@@ -255,10 +258,11 @@ def _targets(guest: Guest, hosts: Sequence[HostCapabilities]) -> Targets:
     from cpuver.domain import DomainError
     from cpuver.domain.pinning import missing_on
 
+    pins = [guest.pin] if guest.pending is None else [guest.pin, guest.pending]
     out: Targets = []
     for host in hosts:
         try:
-            missing = missing_on(guest.pin, host)
+            missing = tuple(sorted({f for pin in pins for f in missing_on(pin, host)}))
         except DomainError:
             missing = (f"(no {guest.pin.accel} capabilities)",)
         out.append((host.name, missing))

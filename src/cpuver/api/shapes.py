@@ -118,12 +118,14 @@ def what_if_json(
     }
 
 
-def targets_json(name: str, found: Targets) -> dict[str, Any]:
-    """As ``cpuver domain targets --json`` and ``GET /api/guests/{name}/targets`` show it."""
+def targets_json(guest: Guest, found: Targets) -> dict[str, Any]:
+    """As ``cpuver domain targets --json`` and ``GET /api/guests/{name}/targets`` show it;
+    ``pending``: the pending CPU update every target runs too."""
     return {
-        "guest": name,
+        "guest": guest.name,
         "targets": [host for host, missing in found if not missing],
         "blocked": {host: list(missing) for host, missing in found if missing},
+        "pending": guest.pending.name if guest.pending else None,
     }
 
 

@@ -251,12 +251,17 @@ def show_targets(
     host_store: Any, guest_store: Any, guest: str, pool: str | None, as_json: bool
 ) -> int:
     """Hosts a stored guest's pin runs on (``fleet targets`` and ``domain targets``)."""
-    found = api.guest_targets(host_store, guest_store, guest, pool)
+    found_guest, found = api.guest_targets(host_store, guest_store, guest, pool)
     if as_json:
-        print(json.dumps(api.targets_json(guest, found), indent=2))
+        print(json.dumps(api.targets_json(found_guest, found), indent=2))
         return 0
     runs = [h for h, missing in found if not missing]
     print(f"{guest} can run on: {', '.join(runs) if runs else '(no host)'}")
+    if found_guest.pending is not None:
+        print(
+            f"  (counting its pending update to {found_guest.pending.name}: "
+            "its next cold boot runs that)"
+        )
     for host, missing in found:
         if missing:
             print(f"  not on {host}: lacks {', '.join(missing)}")

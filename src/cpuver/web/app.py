@@ -409,7 +409,7 @@ def create_app(db_url: str | None, token: str | None) -> FastAPI:
     def guest_targets(name: str, pool: str | None = None) -> dict[str, Any]:
         """Hosts (of ``pool``, when given) the guest's pinned CPU runs on, and what each other
         host lacks (as ``cpuver fleet targets --json``)."""
-        return api.targets_json(name, api.guest_targets(hosts(), guests(), name, pool))
+        return api.targets_json(*api.guest_targets(hosts(), guests(), name, pool))
 
     @app.post("/api/guests/{name}/update-cpu", tags=["guests"], dependencies=[Depends(writer)])
     def update_guest_cpu(name: str, request: UpdateCpuRequest) -> dict[str, Any]:
