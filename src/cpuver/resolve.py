@@ -68,6 +68,9 @@ class Resolution:
     missing: tuple[str, ...] = ()
     """Features of the chosen definition the host lacks (only when a host was given)."""
     enforce: bool = False
+    notes: tuple[str, ...] = ()
+    """What the answer rests on that the user did not ask for (a host probed for another
+    QEMU release than the catalog's)."""
 
     @property
     def model(self) -> str:
@@ -103,6 +106,7 @@ class Resolver:
         self.features = features or FeatureTable.bundled()
         release = ".".join(catalog.release.split(".")[:2])
         self.offers: FeatureSet | None = host.offered(self.accel, release) if host else None
+        self.notes = _release_notes(host, release)
         if self.offers is None and self.accel == "tcg":
             # TCG offers the same everywhere: the catalog records it from QEMU's own filter.
             self.offers = catalog.tcg_offers
@@ -309,4 +313,18 @@ class Resolver:
             blockers=tuple(blockers),
             missing=missing,
             enforce=spec.enforce,
+            notes=self.notes,
         )
+
+
+def _release_notes(host: HostCapabilities | None, release: str) -> tuple[str, ...]:
+    """Say so when the host snapshot was not probed for the catalog's QEMU release: its offers
+    for another release are used (the newest older one), never silently."""
+    used = host.release_for(release) if host is not None else None
+    if host is None or used is None or used == release:
+        return ()
+    return (
+        f"host {host.name} was probed for QEMU {', '.join(host.releases)}, not "
+        f"{release}: its QEMU {used} offers are used (probe it with QEMU {release}, or "
+        f"choose --qemu {used})",
+    )

@@ -239,3 +239,70 @@ def test_help_documents_the_exit_codes(capsys: pytest.CaptureFixture[str]) -> No
     shown = " ".join(capsys.readouterr().out.split())
     for code in ("0 success", "1 error", "2 usage error", "3 refused", "130 interrupted"):
         assert code in shown
+
+
+# -- host arguments --------------------------------------------------------------------------------
+
+
+def test_a_stored_host_is_named_where_a_host_file_is_taken(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, db: list[str], host: str, web1: str
+) -> None:
+    run(capsys, "fleet", "add", host, "--pool", "rack3", *db)
+    Path(host).unlink()  # the fleet has it now
+    [answer] = run_json(capsys, "resolve", "Westmere,version=best", "--host", "hv1", *db)
+    assert answer["name"] == "Westmere-v1"
+    started = run_json(capsys, "domain", "start", "web1", "--host", "hv1", *db)
+    assert started["guest"]["host"] == "hv1"
+
+
+def test_a_host_that_is_neither_a_file_nor_stored_is_named(
+    capsys: pytest.CaptureFixture[str], db: list[str]
+) -> None:
+    code, _out, err = run(capsys, "resolve", "Westmere", "--host", "hv7", *db)
+    assert code == EXIT_ERROR
+    assert "no host file hv7 and no stored host named 'hv7'" in err
+
+
+def test_an_xml_document_as_host_file_is_named_for_what_it_is(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    domain = tmp_path / "web1.xml"
+    domain.write_text("<?xml version='1.0'?>\n<!-- a guest -->\n<domain type='kvm'/>\n")
+    code, _out, err = run(capsys, "resolve", "Westmere", "--host", str(domain))
+    assert code == EXIT_ERROR
+    assert f"{domain}: an XML document (<domain>), not a host snapshot (expected a cpuver" in err
+
+
+def test_a_saved_guest_as_host_file_is_named_for_what_it_is(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, db: list[str], host: str, web1: str
+) -> None:
+    saved = tmp_path / "web1.saved"
+    run(capsys, "domain", "start", "web1", "--host", host, *db)
+    run(capsys, "domain", "save", "web1", str(saved), *db)
+    code, _out, err = run(capsys, "resolve", "Westmere", "--host", str(saved))
+    assert code == EXIT_ERROR
+    assert "a saved cpuver guest (cpuver domain save), not a host snapshot" in err
+
+
+def test_a_host_probed_for_another_qemu_release_is_said(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    path = tmp_path / "hv1-7.2.json"
+    path.write_text(json.dumps(probed_for_7_2_only("hv1")))
+    [answer] = run_json(capsys, "resolve", "Westmere", "--host", str(path), "--qemu", "10.0")
+    assert answer["notes"] == [
+        "host hv1 was probed for QEMU 7.2, not 10.0: its QEMU 7.2 offers are used "
+        "(probe it with QEMU 10.0, or choose --qemu 7.2)"
+    ]
+
+
+def probed_for_7_2_only(name: str) -> dict[str, Any]:
+    """A cpuver-host/2 snapshot whose only probe is QEMU 7.2's TCG."""
+    offers = sorted(open_catalog("7.2").tcg_offers)
+    return {
+        "schema": "cpuver-host/2",
+        "host": name,
+        "cpu": {"vendor": "GenuineIntel", "brand": "test"},
+        "vulnerabilities": {},
+        "releases": {"7.2": {"tcg": {"features": offers, "provenance": {"method": "qemu"}}}},
+    }

@@ -40,7 +40,6 @@ from cpuver.api.fleets import (
     pool_best,
     pool_fleet,
     pool_host,
-    stored_host,
 )
 from cpuver.api.guests import (
     cancel_cpu_update,
@@ -66,6 +65,7 @@ from cpuver.api.hosts import (
     probe_host,
     probe_with_qemu,
     read_host,
+    stored_host,
     write_host,
 )
 from cpuver.api.refusals import is_refusal, refusals

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from cpuver.api.guests import get_guest, list_guests
-from cpuver.api.hosts import read_host
+from cpuver.api.hosts import read_host, stored_host
 from cpuver.catalog import Catalog
 from cpuver.errors import HostError
 from cpuver.features import FeatureSet
-from cpuver.host.capabilities import HostCapabilities, from_json
+from cpuver.host.capabilities import HostCapabilities
 
 if TYPE_CHECKING:
     from cpuver.domain.lifecycle import Guest
@@ -44,7 +44,7 @@ def add_host_files(
     ("added")."""
     read = []
     for done, argument in enumerate(files, 1):
-        read.append(read_host(argument))
+        read.append(read_host(argument, db=store.url))
         if progress is not None:
             progress("read", done, len(files), read[-1].name)
     added = []
@@ -58,11 +58,6 @@ def add_host_files(
 def add_host(store: HostStore, host: HostCapabilities, pools: Sequence[str]) -> HostRecord:
     """Store a host's snapshot (normalised) in ``pools``; a known host is refreshed."""
     return store.add(json.dumps(host.to_json(), sort_keys=True), host.name, pools)
-
-
-def stored_host(record: HostRecord) -> HostCapabilities:
-    """A stored host's current snapshot, read back."""
-    return from_json(json.loads(record.snapshot_json), f"host {record.name}")
 
 
 def pool_fleet(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sys
 from collections.abc import Callable, Iterable, Sequence
@@ -24,6 +25,7 @@ from cpuver.resolve import Resolver
 if TYPE_CHECKING:
     from cpuver.host.cpuinfo import CpuInfo
     from cpuver.host.explain import HostDiff
+    from cpuver.store import HostRecord
 
 
 def default_qemu_binary() -> Path | None:
@@ -55,15 +57,28 @@ def probe_with_qemu(binary: Path, accels: Iterable[str] | None = None) -> HostCa
     return HostCapabilities(os.uname().nodename, offers, vendor, "local", provenance)
 
 
-def read_host(argument: str, qemu_binary: Path | None = None) -> HostCapabilities:
-    """A host from a file (snapshot v1/v2 or QMP expansion reply), ``-`` (standard input) or
-    ``local`` (a live probe of this host, method chosen as by ``cpuver host probe``)."""
+def read_host(
+    argument: str, qemu_binary: Path | None = None, db: str | None = None
+) -> HostCapabilities:
+    """A host from a file (snapshot v1/v2 or QMP expansion reply), ``-`` (standard input),
+    ``local`` (a live probe of this host, method chosen as by ``cpuver host probe``) or the name
+    of a host stored in the fleet (of the store ``db``) when no file has that name."""
     if argument == "local":
         return probe_host("auto", [qemu_binary] if qemu_binary else ())
+    if argument != "-" and not Path(argument).exists():
+        stored = _stored_host_named(argument, db)
+        if stored is not None:
+            return stored
+        raise HostError(
+            f"no host file {argument} and no stored host named {argument!r} "
+            "(cpuver fleet ls lists the stored hosts)"
+        )
     try:
         text = sys.stdin.read() if argument == "-" else Path(argument).read_text()
     except OSError as err:
         raise HostError(f"cannot read host file {argument}: {err.strerror}") from err
+    if text.lstrip("\ufeff \t\r\n").startswith("<"):
+        raise HostError(f"{argument}: {_xml_kind(text)}, not a host snapshot ({HOST_FORMS})")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as err:
@@ -72,6 +87,38 @@ def read_host(argument: str, qemu_binary: Path | None = None) -> HostCapabilitie
             + (" (truncated?)" if _truncated(err, text) else "")
         ) from err
     return from_json(data, argument)
+
+
+HOST_FORMS = (
+    "expected a cpuver host snapshot (cpuver host probe) or a QMP query-cpu-model-expansion "
+    "reply of host or max"
+)
+
+_XML_ROOT = re.compile(r"<(?![?!])\s*([A-Za-z_][\w.:-]*)")
+
+
+def _xml_kind(text: str) -> str:
+    """What an XML document is, by its root element (``an XML document (<domain>)``)."""
+    root = _XML_ROOT.search(text)
+    return f"an XML document (<{root[1]}>)" if root else "an XML document"
+
+
+def _stored_host_named(name: str, db: str | None) -> HostCapabilities | None:
+    """The current snapshot of fleet host ``name``, if the store holds one."""
+    from cpuver.store import HostNotFound, HostStore, store_exists
+
+    if not store_exists(db):
+        return None
+    with HostStore(db) as store:
+        try:
+            return stored_host(store.get(name))
+        except HostNotFound:
+            return None
+
+
+def stored_host(record: HostRecord) -> HostCapabilities:
+    """A stored host's current snapshot, read back."""
+    return from_json(json.loads(record.snapshot_json), f"host {record.name}")
 
 
 def _truncated(err: json.JSONDecodeError, text: str) -> bool:

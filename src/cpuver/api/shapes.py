@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from cpuver.api.fleets import stored_host
+from cpuver.api.hosts import stored_host
 from cpuver.errors import CpuverError, InvalidSpec, NotRunnable
 from cpuver.models import SIGNATURE_FIELDS
 from cpuver.resolve import Resolution, Resolver
@@ -38,6 +38,7 @@ def resolution_json(resolution: Resolution) -> dict[str, Any]:
         "missing": list(resolution.missing),
         "qemu_cpu_arg": cpu_arg(resolution),
         "libvirt_xml": cpu_xml(resolution),
+        "notes": list(resolution.notes),
     }
 
 

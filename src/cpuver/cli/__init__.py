@@ -72,8 +72,15 @@ def _catalog_options(parser: argparse.ArgumentParser, *, machine: bool = True) -
             "--host",
             metavar="FILE",
             help="host capabilities: snapshot (cpuver-host/1 or /2), QMP expansion reply, "
-            "- (standard input) or local (probe this host now)",
+            "- (standard input), local (probe this host now) or a stored host's name",
         )
+        _store_option(group)
+
+
+def _store_option(parser: Any) -> None:
+    parser.add_argument(
+        "--db", metavar="URL", help="store whose fleet hosts --host may name (default: SQLite)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -146,8 +153,11 @@ def _host_parser(sub: Any) -> Any:
     probe.add_argument("-o", "--output", metavar="FILE", type=Path, help="write the snapshot here")
     add_json(probe)
     show = host_sub.add_parser("show", help="a host snapshot in words")
-    show.add_argument("file", metavar="FILE", help="snapshot, QMP expansion reply, - or local")
+    show.add_argument(
+        "file", metavar="FILE", help="snapshot, QMP expansion reply, -, local or a stored host"
+    )
     show.add_argument("--json", action="store_true", help="the snapshot as cpuver reads it")
+    _store_option(show)
     diff = host_sub.add_parser("diff", help="what changed between two snapshots of a host")
     diff.add_argument("file_a", metavar="A")
     diff.add_argument("file_b", metavar="B")
@@ -158,6 +168,7 @@ def _host_parser(sub: Any) -> Any:
         help="accelerator(s) to compare (default: every one both snapshots have)",
     )
     _catalog_options(diff, machine=False)
+    _store_option(diff)
     add_json(diff)
     return host_sub
 
@@ -223,7 +234,7 @@ def _run(args: argparse.Namespace) -> int:
 def _host(args: argparse.Namespace) -> HostCapabilities | None:
     if args.command == "report" and args.host is None:
         return api.read_host("local")
-    return api.read_host(args.host) if args.host else None
+    return api.read_host(args.host, db=args.db) if args.host else None
 
 
 def _host_command(args: argparse.Namespace) -> int:
@@ -238,13 +249,13 @@ def _host_command(args: argparse.Namespace) -> int:
             print(f"wrote {args.output} (method {host.method})", file=sys.stderr)
         return EXIT_OK
     if args.host_command == "show":
-        host = api.read_host(args.file)
+        host = api.read_host(args.file, db=args.db)
         if args.json:
             print_json(host.to_json())
         else:
             print("\n".join(_host_lines(host)))
         return 0
-    a, b = api.read_host(args.file_a), api.read_host(args.file_b)
+    a, b = api.read_host(args.file_a, db=args.db), api.read_host(args.file_b, db=args.db)
     diff, usability = api.host_diff(a, b, args.qemu, args.accel, args.catalog, args.overlay)
     if args.json:
         print_json(_host_diff_json(diff, usability))
@@ -355,9 +366,10 @@ def _progress(message: str) -> None:
 def _header(resolver: Resolver) -> str:
     catalog = resolver.catalog
     host = f", host {resolver.host.name}" if resolver.host else ""
+    notes = "".join(f"\n# note: {note}" for note in resolver.notes)
     return (
         f"# catalog QEMU {catalog.release} ({catalog.build}); machine "
-        f"{resolver.machine.name}; accel {resolver.accel}{host}"
+        f"{resolver.machine.name}; accel {resolver.accel}{host}{notes}"
     )
 
 
@@ -397,6 +409,8 @@ def _resolve(resolver: Resolver, specs: Sequence[str], as_json: bool) -> int:
         print(f"  features ({len(result['features'])}): {' '.join(result['features'])}")
         for name, missing in result["blockers"].items():
             print(f"  rejected {name}: missing {', '.join(missing)}")
+        for note in result["notes"]:
+            print(f"  note: {note}")
         if result["missing"]:
             print(
                 f"  warning: this host lacks {', '.join(result['missing'])} (add enforce to refuse)"

@@ -56,7 +56,7 @@ def add_parser(sub: Any, catalog_options: Any) -> None:
             dest="target",
             metavar="FILE",
             required=True,
-            help="target host: snapshot, QMP reply, - or local",
+            help="target host: snapshot, QMP reply, -, local or a stored host name",
         )
         parser.add_argument(
             "--launch",
@@ -112,7 +112,7 @@ def _best_host(args: argparse.Namespace, catalog: Any, accel: str | None) -> Any
     """The host (or the pool as one host) version=best is resolved for, if any."""
     if args.pool:
         return api.pool_host(api.open_host_store(args.db), args.pool, catalog, accel or "kvm")
-    return api.read_host(args.host) if args.host else None
+    return api.read_host(args.host, db=args.db) if args.host else None
 
 
 def _done(
@@ -184,7 +184,7 @@ def run(args: argparse.Namespace) -> int:
             f"{args.name}: its QEMU process ended\n" if ended else ""
         ) + f"{guest.name} is shut off"
         return _done(args, guest, text, qemu_ended=ended)
-    host = api.read_host(args.target)
+    host = api.read_host(args.target, db=args.db)
     api.guest_transition(store, args.name, args.action, host=host, dry_run=True)
     before = api.get_guest(store, args.name)
     running, said = None, ""
@@ -276,7 +276,7 @@ def _restore(args: argparse.Namespace, store: Any, catalog: Any) -> int:
             f"{args.file}: saved with another CPU than guest {name!r} has now "
             f"({fingerprint[:16]} vs {current.pin.fingerprint[:16]})"
         )
-    host = api.read_host(args.target)
+    host = api.read_host(args.target, db=args.db)
     api.guest_transition(store, name, "restore", host=host, dry_run=True)
     running, said = None, ""
     if args.launch:

@@ -209,7 +209,18 @@ def from_json(data: Any, source: str, features: FeatureTable | None = None) -> H
     )
 
 
+_OTHER_DOCUMENTS = {
+    "cpuver-guest/": "a saved cpuver guest (cpuver domain save)",
+    "cpuver-pin/": "a cpuver CPU pin",
+    "cpuver-kvm-dump/": "a recording of /dev/kvm (cpuver's KVM dump)",
+}
+"""Other cpuver documents, told by their schema, so a wrong file is named for what it is."""
+
+
 def _schema_problem(schema: Any, source: str) -> str:
+    for prefix, what in _OTHER_DOCUMENTS.items():
+        if isinstance(schema, str) and schema.startswith(prefix):
+            return f"{source}: {what}, not a host snapshot (schema {schema!r})"
     number = schema.removeprefix(_SCHEMA_PREFIX) if isinstance(schema, str) else ""
     if schema != number and number.isdigit() and int(number) > 2:
         return (

@@ -71,6 +71,7 @@ from cpuver.store.repository import (  # noqa: E402
     NewGuest,
     Unset,
     default_url,
+    store_exists,
 )
 
 __all__ = [
@@ -91,4 +92,5 @@ __all__ = [
     "StoreError",
     "Unset",
     "default_url",
+    "store_exists",
 ]

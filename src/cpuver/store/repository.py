@@ -54,6 +54,16 @@ def default_url() -> str:
     return f"sqlite:///{Path(data) / 'cpuver' / 'cpuver.db'}"
 
 
+def store_exists(url: str | None = None) -> bool:
+    """Whether the store at ``url`` may hold anything: a SQLite file must exist (a look-up
+    must not create one); a server database is asked when used."""
+    parsed = make_url(url or default_url())
+    if parsed.get_backend_name() != "sqlite":
+        return True
+    database = parsed.database
+    return database is not None and database != ":memory:" and Path(database).expanduser().is_file()
+
+
 def default_actor() -> str:
     """Who is changing things: ``$USER``, else the login name of the process."""
     user = os.environ.get("USER")
