@@ -62,10 +62,11 @@ def read_host(
 ) -> HostCapabilities:
     """A host from a file (snapshot v1/v2 or QMP expansion reply), ``-`` (standard input),
     ``local`` (a live probe of this host, method chosen as by ``cpuver host probe``) or the name
-    of a host stored in the fleet (of the store ``db``) when no file has that name."""
+    of a host stored in the fleet (of the store ``db``) when no file has that name (an argument
+    with a ``/`` is always a path)."""
     if argument == "local":
         return probe_host("auto", [qemu_binary] if qemu_binary else ())
-    if argument != "-" and not Path(argument).exists():
+    if argument != "-" and "/" not in argument and not Path(argument).exists():
         stored = _stored_host_named(argument, db)
         if stored is not None:
             return stored
