@@ -21,7 +21,7 @@ from functools import lru_cache
 
 from cpuver.catalog import Catalog, NameKind, NameRef
 from cpuver.errors import (
-    HostError,
+    HostNeeded,
     InvalidSpec,
     NotRunnable,
     UnknownFeature,
@@ -266,10 +266,7 @@ class Resolver:
 
     def _best(self, text: str, spec: Spec, ref: NameRef, user: Delta) -> Resolution:
         if self.offers is None:
-            raise HostError(
-                f"{text}: version=best needs what the host offers under {self.accel}: "
-                "give --host FILE (or --host local)"
-            )
+            raise HostNeeded(f"{text}: version=best needs what the host offers under {self.accel}")
         tried = [
             (version, definition, self.blockers(definition))
             for version in reversed(ref.model.versions)

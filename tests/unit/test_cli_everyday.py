@@ -306,3 +306,11 @@ def probed_for_7_2_only(name: str) -> dict[str, Any]:
         "vulnerabilities": {},
         "releases": {"7.2": {"tcg": {"features": offers, "provenance": {"method": "qemu"}}}},
     }
+
+
+def test_best_without_a_host_says_how_to_give_one_on_the_command_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, _out, err = run(capsys, "resolve", "Haswell,version=best", "--accel", "kvm")
+    assert code == EXIT_ERROR
+    assert "version=best needs what the host offers under kvm (give --host FILE" in err

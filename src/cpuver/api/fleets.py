@@ -94,7 +94,7 @@ def _pool_offers(
         if found is None:
             raise HostError(
                 f"host {record.name!r} of pool {pool!r} has no {accel} capabilities "
-                f"(probe it under {accel}, or choose another --accel)"
+                f"(probe it under {accel}, or choose another accelerator)"
             )
         out.append((host, found))
     return out
@@ -108,7 +108,7 @@ def pool_host(
     its blockers are the features some host of the pool lacks."""
     offers = _pool_offers(store, pool, catalog, accel)
     if not offers:
-        raise HostError(f"pool {pool!r} has no hosts (add some with cpuver fleet add --pool)")
+        raise HostError(f"pool {pool!r} has no hosts (add some to it first)")
     common = frozenset.intersection(*(found for _host, found in offers))
     vendors = {host.facts.vendor if host.facts else host.vendor for host, _found in offers}
     if accel == "kvm" and len(vendors) > 1:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cpuver.catalog import Catalog
-from cpuver.errors import CpuverError, HostError
+from cpuver.errors import CpuverError, HostError, HostNeeded
 from cpuver.host.capabilities import HostCapabilities
 from cpuver.resolve import Resolver
 
@@ -146,7 +146,7 @@ def guest_transition(
     guest = get_guest(store, name)
     if action in ("start", "migrate", "restore"):
         if host is None:
-            raise HostError(f"{action} needs the target host's capabilities (--host/--to)")
+            raise HostNeeded(f"{action} needs the target host's capabilities")
         step = {
             "start": lifecycle.start,
             "migrate": lifecycle.migrate,

@@ -29,7 +29,7 @@ from cpuver.cli.output import (
     fail,
     print_json,
 )
-from cpuver.errors import CpuverError
+from cpuver.errors import CpuverError, HostNeeded
 from cpuver.host.capabilities import HostCapabilities
 from cpuver.resolve import Resolver
 
@@ -182,6 +182,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not as_json and err.usage:
             sys.stderr.write(err.usage)
         return fail(err, EXIT_USAGE, as_json, api.error_json(err))
+    except HostNeeded as err:
+        said = HostNeeded(f"{err} (give --host FILE, --host local or a stored host's name)")
+        return fail(said, EXIT_ERROR, as_json, api.error_json(said))
     except CpuverError as err:
         code = EXIT_REFUSED if api.is_refusal(err) else EXIT_ERROR
         return fail(err, code, as_json, api.error_json(err))
