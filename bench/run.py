@@ -23,6 +23,7 @@ import bench_cold_start
 import bench_define
 import bench_fleet
 import bench_probe
+import bench_reads
 import bench_resolve
 import bench_service
 import bench_usability
@@ -79,6 +80,7 @@ def main() -> int:
         bench_define.run,
         bench_fleet.run,
         lambda: bench_service.run([2], [4, 16, 64], args.service_seconds),
+        lambda: bench_reads.run(args.service_seconds),
     ]
     for step in steps:
         for result in step():

@@ -73,6 +73,10 @@ class PostgresCluster:
             self.bindir / "initdb", "-D", self.data, "-A", "trust", "-U", "postgres",
             "-E", "UTF8", "--locale=C", "--no-sync",
         )  # fmt: skip
+        self.resume()
+
+    def resume(self) -> None:
+        """Start the (initialised) cluster again, as after a restart of the server."""
         options = f"-k {self.base} -c listen_addresses='' -c fsync=off"
         self.run(
             self.bindir / "pg_ctl", "-D", self.data, "-o", options, "-l", self.base / "log",

@@ -9,6 +9,22 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+SHOWN_MAX = 60
+"""Characters of a user's text quoted in an error; the rest is counted, never echoed."""
+SPEC_CONTEXT = 40
+"""Characters either side of the bad span a spec error shows of a long spec."""
+
+
+def shown(text: object, limit: int = SHOWN_MAX) -> str:
+    """``repr`` of ``text`` for an error message, cut after ``limit`` characters with the total
+    counted: an error never echoes a huge input back, and control characters stay escaped."""
+    if isinstance(text, str) and len(text) > limit:
+        return f"{text[:limit]!r}... ({len(text):,} characters)"
+    quoted = repr(text)
+    if len(quoted) > limit + 2:
+        return f"{quoted[:limit]}... ({len(quoted):,} characters)"
+    return quoted
+
 
 class CpuverError(Exception):
     """Base of every error cpuver raises on purpose."""
@@ -28,9 +44,23 @@ class InvalidSpec(CpuverError, ValueError):
         self.end = max(self.start + 1, end if end is not None else self.start + 1)
         super().__init__(self.__str__())
 
+    def excerpt(self, context: int = SPEC_CONTEXT) -> tuple[str, int, int]:
+        """The part of the text around the bad span (all of it when short) and the span's
+        start and end in that part: a long text is never shown whole."""
+        if len(self.text) <= 2 * context:
+            return self.text, self.start, self.end
+        begin = max(0, self.start - context)
+        stop = min(len(self.text), max(self.end, self.start + 1) + context)
+        head = "..." if begin > 0 else ""
+        tail = "..." if stop < len(self.text) else ""
+        offset = len(head) - begin
+        end = min(self.end, stop)
+        return head + self.text[begin:stop] + tail, self.start + offset, end + offset
+
     def __str__(self) -> str:
-        marker = " " * self.start + "^" * (self.end - self.start)
-        return f"{self.message} (at position {self.start})\n    {self.text}\n    {marker}"
+        text, start, end = self.excerpt()
+        marker = " " * start + "^" * max(1, end - start)
+        return f"{self.message} (at position {self.start})\n    {text}\n    {marker}"
 
 
 class UnknownName(CpuverError, LookupError):
@@ -42,7 +72,7 @@ class UnknownName(CpuverError, LookupError):
         self.name = name
         self.suggestions = tuple(suggestions)
         hint = f" (did you mean {', '.join(self.suggestions)}?)" if self.suggestions else ""
-        super().__init__(f"unknown {self.kind} {name!r}{hint}")
+        super().__init__(f"unknown {self.kind} {shown(name)}{hint}")
 
     def __str__(self) -> str:
         return str(self.args[0])

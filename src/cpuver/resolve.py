@@ -33,8 +33,15 @@ from cpuver.host.capabilities import HostCapabilities
 from cpuver.models import BareRule, Definition, Delta, MachineType, Version
 from cpuver.spec import FeatureChange, Spec, option_like, parse
 
-_parse = lru_cache(maxsize=4096)(parse)
-"""Specs are immutable, and services resolve the same few texts over and over."""
+SPEC_MEMO_CHARS = 256
+"""Specs up to this long are memoized (4,096 of them at most: about 1 MB); longer ones, rare
+and possibly hostile, are parsed each time."""
+_parse_memo = lru_cache(maxsize=4096)(parse)
+
+
+def _parse(text: str) -> Spec:
+    """Specs are immutable, and services resolve the same few texts over and over."""
+    return _parse_memo(text) if len(text) <= SPEC_MEMO_CHARS else parse(text)
 
 
 class Rule(StrEnum):

@@ -246,12 +246,19 @@ def test_unknown_qemu_release_is_a_404_html_page(rack3: TestClient) -> None:
     assert "<h1>Not found</h1>" in response.text
 
 
-def test_names_from_the_store_are_escaped(client: TestClient) -> None:
-    snapshot = HostCapabilities("<b>hv9", {"kvm": capable()}).to_json()
+def test_names_with_markup_never_reach_the_store(client: TestClient) -> None:
+    snapshot = HostCapabilities("hv9", {"kvm": capable()}).to_json()
     headers = {"Authorization": f"Bearer {TOKEN}"}
-    response = client.post("/api/hosts", json=snapshot, params={"pool": "<i>p"}, headers=headers)
-    assert response.status_code == 201, response.text
-    for url in ("/", "/pools/%3Ci%3Ep"):
-        text = client.get(url).text
-        assert "<i>p" not in text and "<b>hv9" not in text
-        assert "&lt;i&gt;p" in text and "&lt;b&gt;hv9" in text
+    bad_host = client.post("/api/hosts", json={**snapshot, "host": "<b>hv9"}, headers=headers)
+    bad_pool = client.post("/api/hosts", json=snapshot, params={"pool": "<i>p"}, headers=headers)
+    assert (bad_host.status_code, bad_pool.status_code) == (400, 400)
+    assert "host name '<b>hv9' is not valid" in bad_host.json()["error"]
+    assert "pool name '<i>p' is not valid" in bad_pool.json()["error"]
+    assert client.get("/api/hosts").json() == []
+
+
+def test_text_from_the_url_is_escaped_on_the_page(rack3: TestClient) -> None:
+    for url in ("/models/%3Cb%3Ex", "/pools/rack3?machine=%3Cb%3Ex", "/?qemu=%3Cb%3Ex"):
+        text = rack3.get(url).text
+        assert "<b>x" not in text, url
+        assert "&lt;b&gt;x" in text, url

@@ -330,13 +330,13 @@ def test_history_of_a_name_never_defined_is_not_found(store: GuestStore) -> None
         store.history("nope")
 
 
-def test_migration_to_r0004_names_the_guest_of_every_history_row(url: str) -> None:
+def test_migration_to_r0005_names_the_guest_of_every_history_row(url: str) -> None:
     from alembic import command
 
     engine = create_engine(url)
     try:
-        with engine.begin() as conn:  # a database as an older cpuver (r0003) left it
-            command.upgrade(alembic_config(conn), "r0003")
+        with engine.begin() as conn:  # a database as an older cpuver (r0004) left it
+            command.upgrade(alembic_config(conn), "r0004")
             conn.exec_driver_sql(
                 "INSERT INTO guests (name, state, machine, pin_json, pin_fingerprint, "
                 "generation, created, updated) VALUES ('web1', 'shutoff', 'pc-q35-10.0', "

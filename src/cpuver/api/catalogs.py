@@ -4,6 +4,7 @@ QEMU, and what a catalog says about a model (history, revisions, differences, th
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -22,6 +23,9 @@ if TYPE_CHECKING:
     pass
 
 
+_RELEASE = re.compile(r"[0-9]{1,3}\.[0-9]{1,3}(\.[0-9]{1,3})?")
+
+
 @cache
 def _bundled(release: str) -> Catalog:
     return load(bundled_dir(release), source=f"bundled qemu-{release}")
@@ -38,9 +42,9 @@ def open_catalog(
 
 
 def _catalog_for(release: str) -> Catalog:
-    parts = release.split(".")
-    if len(parts) not in (2, 3) or not all(p.isdigit() for p in parts):
+    if not _RELEASE.fullmatch(release):  # ASCII digits only, short: int() takes all of them
         raise UnknownRelease(release, BUNDLED)
+    parts = release.split(".")
     major_minor = ".".join(parts[:2])
     if major_minor in BUNDLED:
         return _bundled(major_minor)

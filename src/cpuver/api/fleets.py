@@ -8,6 +8,7 @@ cpuver.fleet (numpy). Both are imported inside these functions, as for guests.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -15,9 +16,10 @@ from typing import TYPE_CHECKING
 from cpuver.api.guests import get_guest, list_guests
 from cpuver.api.hosts import read_host, stored_host
 from cpuver.catalog import Catalog
-from cpuver.errors import HostError
+from cpuver.errors import HostError, shown
 from cpuver.features import FeatureSet
 from cpuver.host.capabilities import HostCapabilities
+from cpuver.names import check_name, is_name
 
 if TYPE_CHECKING:
     from cpuver.domain.lifecycle import Guest
@@ -39,25 +41,126 @@ def add_host_files(
 ) -> list[HostRecord]:
     """Read each host snapshot (as :func:`read_host` does) and store it under its host name in
     ``pools``; a host added before is refreshed (its old snapshot stays in the history).
-    Every file is read and checked before the first is stored, so a bad one stores nothing.
+    Every file is read and checked before the first is stored, and all are stored in one
+    transaction: a bad file, an error or a kill stores none of them.
     ``progress(verb, done, total, host)`` is called after each read ("read") and each store
     ("added")."""
+    for pool in pools:
+        check_name("pool", pool)
     read = []
     for done, argument in enumerate(files, 1):
-        read.append(read_host(argument, db=store.url))
+        read.append(_storable(read_host(argument, db=store.url)))
         if progress is not None:
             progress("read", done, len(files), read[-1].name)
-    added = []
-    for done, host in enumerate(read, 1):
-        added.append(add_host(store, host, pools))
-        if progress is not None:
-            progress("added", done, len(read), host.name)
-    return added
+    report = (lambda done, total, host: progress("added", done, total, host)) if progress else None
+    return store.add_many([(_snapshot_json(host), host.name) for host in read], pools, report)
+
+
+def _storable(host: HostCapabilities) -> HostCapabilities:
+    """``host`` if its name may be stored (a QMP expansion reply is named after its file)."""
+    if not is_name(host.name):
+        raise HostError(
+            f"{host.source}: a host needs a name to be stored ({shown(host.name)} is not one): "
+            "store a snapshot written by cpuver host probe"
+        )
+    return host
+
+
+def _snapshot_json(host: HostCapabilities) -> str:
+    return json.dumps(host.to_json(), sort_keys=True)
 
 
 def add_host(store: HostStore, host: HostCapabilities, pools: Sequence[str]) -> HostRecord:
     """Store a host's snapshot (normalised) in ``pools``; a known host is refreshed."""
-    return store.add(json.dumps(host.to_json(), sort_keys=True), host.name, pools)
+    return store.add(_snapshot_json(_storable(host)), host.name, pools)
+
+
+POOL_CACHE_BYTES = 64 << 20
+"""Memory the kept pool matrices and answers may take, per process (estimated)."""
+_HOST_ROW_BYTES = 4096
+"""Estimated memory of one host's row in a kept fleet (its feature words and name)."""
+
+
+class _PoolCache:
+    """Pools' fleets and answers kept in memory, each with the pool's change counter when it
+    was built (:meth:`cpuver.store.HostStore.generation`): a lookup reads the counter (one
+    small query) and rebuilds when any process changed the pool since. Bounded in bytes."""
+
+    def __init__(self, limit: int = POOL_CACHE_BYTES) -> None:
+        from cachetools import LRUCache
+
+        self._lock = threading.Lock()
+        self._entries: LRUCache[tuple[object, ...], tuple[int, object, int]] = LRUCache(
+            maxsize=limit, getsizeof=lambda entry: entry[2]
+        )
+
+    def get(self, key: tuple[object, ...], generation: int) -> object | None:
+        with self._lock:
+            found = self._entries.get(key)
+        return found[1] if found is not None and found[0] == generation else None
+
+    def put(self, key: tuple[object, ...], generation: int, value: object, size: int) -> None:
+        with self._lock:
+            if size <= self._entries.maxsize:
+                self._entries[key] = (generation, value, size)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+_pools = _PoolCache()
+
+
+def kept_pool_fleet(
+    store: HostStore, pool: str, catalog: Catalog, accel: str = "kvm", machine: str | None = None
+) -> tuple[int, Fleet]:
+    """:func:`pool_fleet` kept in memory until the pool changes (in any process sharing the
+    database); with the pool's change counter, for keeping answers derived from it."""
+    generation = store.generation(pool)
+    key = ("fleet", store.url, pool, catalog.build, catalog.release, accel, machine)
+    found = _pools.get(key, generation)
+    if found is not None:
+        return generation, found  # type: ignore[return-value]
+    fleet = pool_fleet(store, pool, catalog, accel, machine)
+    _pools.put(key, generation, fleet, 65536 + _HOST_ROW_BYTES * len(fleet.hosts))
+    return generation, fleet
+
+
+def kept_answer(
+    store: HostStore,
+    pool: str,
+    catalog: Catalog,
+    accel: str,
+    machine: str | None,
+    question: tuple[object, ...],
+    answer: Callable[[Fleet], bytes],
+) -> bytes:
+    """``answer(fleet)`` for the pool (ready JSON), kept until the pool changes."""
+    generation, fleet = kept_pool_fleet(store, pool, catalog, accel, machine)
+    key = ("answer", store.url, pool, catalog.build, catalog.release, accel, machine, *question)
+    found = _pools.get(key, generation)
+    if isinstance(found, bytes):
+        return found
+    made = answer(fleet)
+    _pools.put(key, generation, made, len(made) + 256)
+    return made
+
+
+def fresh_answer(
+    store: HostStore,
+    pool: str,
+    catalog: Catalog,
+    accel: str,
+    machine: str | None,
+    question: tuple[object, ...],
+) -> bytes | None:
+    """The kept answer of :func:`kept_answer` if the pool has not changed since, else None
+    (one read of the pool's change counter; nothing is built)."""
+    generation = store.generation(pool)
+    key = ("answer", store.url, pool, catalog.build, catalog.release, accel, machine, *question)
+    found = _pools.get(key, generation)
+    return found if isinstance(found, bytes) else None
 
 
 def pool_fleet(
@@ -238,11 +341,16 @@ def guest_targets(
 
 
 def every_guest_targets(
-    host_store: HostStore, guest_store: GuestStore, pool: str | None = None
+    host_store: HostStore,
+    guest_store: GuestStore,
+    pool: str | None = None,
+    limit: int | None = None,
+    after: str | None = None,
 ) -> list[tuple[Guest, Targets]]:
-    """:func:`guest_targets` of every stored guest, reading each host snapshot once."""
+    """:func:`guest_targets` of every stored guest (a page of them with ``limit`` and
+    ``after``), reading each host snapshot once."""
     hosts = _stored_hosts(host_store, pool)
-    return [(guest, _targets(guest, hosts)) for guest in list_guests(guest_store)]
+    return [(guest, _targets(guest, hosts)) for guest in list_guests(guest_store, limit, after)]
 
 
 def _stored_hosts(host_store: HostStore, pool: str | None) -> list[HostCapabilities]:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cpuver.catalog import Catalog
+from cpuver.documents import text_of
 from cpuver.errors import CpuverError, HostError, HostNeeded
 from cpuver.host.capabilities import HostCapabilities
 from cpuver.resolve import Resolver
@@ -47,9 +48,41 @@ def get_guest(store: GuestStore, name: str) -> Guest:
     return _guest(store.get(name))
 
 
-def list_guests(store: GuestStore) -> list[Guest]:
-    """Every stored guest, read in one query."""
-    return [_guest(record) for record in store.list()]
+def list_guests(
+    store: GuestStore, limit: int | None = None, after: str | None = None
+) -> list[Guest]:
+    """Every stored guest (a page of them, by name, with ``limit`` and ``after``), read in one
+    query."""
+    return [_guest(record) for record in store.list(limit, after)]
+
+
+def guest_rows(
+    store: GuestStore, limit: int | None = None, after: str | None = None
+) -> list[dict[str, object]]:
+    """Every stored guest (a page with ``limit`` and ``after``) in a line: name, state, host,
+    pinned CPU, machine, accelerator, pending CPU, fingerprint, generation. Read from the
+    stored documents without rebuilding each pin (a page of a big store stays fast); the
+    store holds only pins cpuver wrote and checked."""
+    import orjson
+
+    rows: list[dict[str, object]] = []
+    for record in store.list(limit, after):
+        pin = orjson.loads(record.pin_json)
+        pending = orjson.loads(record.pending_json) if record.pending_json else None
+        rows.append(
+            {
+                "name": record.name,
+                "state": record.state,
+                "host": record.host,
+                "cpu": pin["name"],
+                "machine": pin["machine"],
+                "accel": pin["accel"],
+                "pending": pending["name"] if pending else None,
+                "fingerprint": record.fingerprint,
+                "generation": record.generation,
+            }
+        )
+    return rows
 
 
 def _store_change(store: GuestStore, old: Guest, new: Guest, reason: str) -> Guest:
@@ -79,9 +112,10 @@ def define_guest(
 ) -> Guest:
     """Read a domain XML or guest file, resolve its CPU fully and store the pinned guest."""
     try:
-        text = path.read_text()
+        raw = path.read_bytes()
     except OSError as err:
         raise HostError(f"cannot read guest definition {path}: {err.strerror}") from err
+    text = text_of(raw, str(path))
     return define_guest_text(store, text, str(path), catalog, accel, host, machine)
 
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from cpuver.api.catalogs import open_catalog
 from cpuver.catalog import Catalog, NameKind
 from cpuver.catalog.files import BUNDLED
+from cpuver.documents import load_json, text_of
 from cpuver.errors import HostError, QemuError
 from cpuver.host.capabilities import AccelOffer, HostCapabilities, from_json
 from cpuver.host.capabilities import build as build_host
@@ -75,9 +76,10 @@ def read_host(
             "(cpuver fleet ls lists the stored hosts)"
         )
     try:
-        text = sys.stdin.read() if argument == "-" else Path(argument).read_text()
+        raw = sys.stdin.buffer.read() if argument == "-" else Path(argument).read_bytes()
     except OSError as err:
         raise HostError(f"cannot read host file {argument}: {err.strerror}") from err
+    text = text_of(raw, argument)
     if text.lstrip("\ufeff \t\r\n").startswith("<"):
         raise HostError(f"{argument}: {_xml_kind(text)}, not a host snapshot ({HOST_FORMS})")
     try:
@@ -87,6 +89,8 @@ def read_host(
             f"{argument}: not valid JSON at line {err.lineno} column {err.colno}: {err.msg}"
             + (" (truncated?)" if _truncated(err, text) else "")
         ) from err
+    except (RecursionError, ValueError):
+        data = load_json(text, argument)  # raises the error that names what is wrong
     return from_json(data, argument)
 
 

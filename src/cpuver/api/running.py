@@ -1,19 +1,35 @@
 """Running-guest use cases: a guest's pinned CPU in a real QEMU process that outlives cpuver's
 command (start, live migration, save/restore, shutdown), verified over QMP at every step.
+
+Where they live: ``$XDG_STATE_HOME/cpuver/run/<store>/<guest name>/`` (the name checked by
+:func:`cpuver.names.check_name`), with ``run.json`` (the QEMU that runs the guest) and one work
+directory per QEMU process. cpuver marks every directory it makes and removes only marked ones
+under that root, never following a link. A command acting on a guest's QEMU holds the guest's
+lock (:func:`guest_lock`) until the store says what it did; a QEMU that no record and no lock
+holder knows (its command was killed) is found by its command line and ended by the next
+command (:func:`end_strays`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cpuver.catalog import Catalog
 from cpuver.errors import QemuError
+from cpuver.names import check_name
+
+MARK = ".cpuver-run"
+"""The file that marks a directory as made by cpuver (only those are ever removed)."""
+LOCK = ".lock"
+RUNNING_STATES = ("running", "paused")
 
 if TYPE_CHECKING:
     from cpuver.domain.lifecycle import Guest
@@ -40,14 +56,38 @@ class RunningGuest:
     socket: Path
 
 
-def run_dir(store: GuestStore, name: str) -> Path:
-    """Where cpuver keeps one guest's running QEMU (run.json, and one work directory per
-    process with its QMP socket and stderr), per store."""
+def _store_dir(store: GuestStore) -> Path:
+    """The run directories of one store's guests."""
     import hashlib
 
     state = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
     store_key = hashlib.sha256(store.url.encode()).hexdigest()[:12]
-    return state / "cpuver" / "run" / store_key / name
+    return state / "cpuver" / "run" / store_key
+
+
+def run_dir(store: GuestStore, name: str) -> Path:
+    """Where cpuver keeps one guest's running QEMU (run.json, and one work directory per
+    process with its QMP socket and stderr), per store; ``name`` must be a valid guest name."""
+    return _store_dir(store) / check_name("guest", name)
+
+
+def _made(path: Path) -> Path:
+    """Make ``path`` (and its parents) and mark it as cpuver's."""
+    path.mkdir(parents=True, exist_ok=True)
+    (path / MARK).touch()
+    return path
+
+
+def _remove_own(path: Path, store: GuestStore) -> None:
+    """Remove ``path`` only when cpuver made it: marked, under the store's run directory, and
+    no link on the way (a record that was changed by hand cannot aim this anywhere else)."""
+    root = _store_dir(store)
+    try:
+        inside = path.resolve().is_relative_to(root.resolve()) and path.resolve() != root.resolve()
+    except OSError:
+        return
+    if inside and not path.is_symlink() and (path / MARK).is_file():
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _new_workdir(store: GuestStore, name: str) -> Path:
@@ -55,22 +95,96 @@ def _new_workdir(store: GuestStore, name: str) -> Path:
     new process must never reuse it."""
     import uuid
 
-    return run_dir(store, name) / uuid.uuid4().hex[:12]
+    _made(run_dir(store, name))
+    return _made(run_dir(store, name) / uuid.uuid4().hex[:12])
+
+
+@contextlib.contextmanager
+def guest_lock(store: GuestStore, name: str) -> Iterator[None]:
+    """Hold guest ``name``'s lock while a command starts, moves or ends its QEMU and stores
+    what it did: :func:`end_strays` of another command leaves that QEMU alone meanwhile. The
+    lock goes with the process holding it, however it ends (kill -9 too)."""
+    directory = _made(run_dir(store, name))
+    with (directory / LOCK).open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _record(store: GuestStore, name: str) -> RunningGuest | None:
+    """What ``run.json`` says runs guest ``name`` (its work directory must be the guest's)."""
+    directory = run_dir(store, name)
+    try:
+        data = json.loads((directory / "run.json").read_text())
+        found = RunningGuest(
+            Path(data["workdir"]), int(data["pid"]), Path(data["binary"]), Path(data["socket"])
+        )
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
+        return None
+    return found if found.workdir.parent == directory else None
 
 
 def running_guest(store: GuestStore, name: str) -> RunningGuest | None:
     """The QEMU process cpuver left running for guest ``name``, if it still runs."""
     from cpuver.host.qemu import process_alive
 
-    record = run_dir(store, name) / "run.json"
-    try:
-        data = json.loads(record.read_text())
-        found = RunningGuest(
-            Path(data["workdir"]), int(data["pid"]), Path(data["binary"]), Path(data["socket"])
-        )
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return found if process_alive(found.pid) else None
+    found = _record(store, name)
+    return found if found is not None and process_alive(found.pid) else None
+
+
+def end_strays(store: GuestStore) -> list[int]:
+    """End every QEMU cpuver started for a guest of ``store`` that nothing may keep: no
+    ``run.json`` names it, or its guest is not running in the store (its command was killed
+    before it could record or undo it). Guests whose lock another command holds are left
+    alone. Returns the pids ended."""
+    from cpuver.host.qemu import end_process, processes_under
+    from cpuver.names import is_name
+    from cpuver.store import GuestNotFound
+
+    root = _store_dir(store)
+    if not root.is_dir():
+        return []
+    by_guest: dict[str, list[tuple[int, Path]]] = {}
+    for pid, workdir in processes_under(root):
+        if workdir.parent.parent == root and is_name(workdir.parent.name):
+            by_guest.setdefault(workdir.parent.name, []).append((pid, workdir))
+    ended = []
+    for name, processes in sorted(by_guest.items()):
+        with _unless_locked(store, name) as free:
+            if not free:
+                continue
+            record = _record(store, name)
+            try:
+                runs = store.get(name).state in RUNNING_STATES
+            except GuestNotFound:
+                runs = False
+            for pid, workdir in processes:
+                if runs and record is not None and (record.pid, record.workdir) == (pid, workdir):
+                    continue
+                end_process(pid)
+                _remove_own(workdir, store)
+                ended.append(pid)
+            if not runs or record is None or record.pid in ended:
+                with contextlib.suppress(OSError):
+                    (run_dir(store, name) / "run.json").unlink()
+    return ended
+
+
+@contextlib.contextmanager
+def _unless_locked(store: GuestStore, name: str) -> Iterator[bool]:
+    """The guest's lock when no other command holds it (True), else nothing (False)."""
+    with (_made(run_dir(store, name)) / LOCK).open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _record_running(
@@ -125,15 +239,22 @@ def _keep_running(
 
     if running_guest(store, guest.name) is not None:
         raise QemuError(f"guest {guest.name!r} already runs in QEMU")
+    from cpuver.host.qemu import end_process, processes_under
+
     workdir = _new_workdir(store, guest.name)
     cpu, _features, _signature = _pinned_cpu(guest, catalog)
-    vm = boot(QemuInstall(binary), cpu, workdir)
+    vm: RunningVm | None = None
     try:
+        vm = boot(QemuInstall(binary), cpu, workdir)
         _problems_or_stop(vm, guest, catalog, what)
         vm.session.command("cont")
         return _record_running(store, guest.name, vm, workdir, binary)
     except BaseException:
-        vm.close()
+        if vm is not None:
+            vm.close()
+        for pid, _workdir in processes_under(workdir):  # interrupted before it knew the process
+            end_process(pid)
+        _remove_own(workdir, store)
         raise
 
 
@@ -182,13 +303,13 @@ def migrate_running_guest(
         running = _record_running(store, guest.name, target, new_dir, target_binary)
     except BaseException:
         target.quit()
-        shutil.rmtree(new_dir, ignore_errors=True)
+        _remove_own(new_dir, store)
         source.session.command("cont")
         source.close()
         raise
     source.quit()
     if old is not None:
-        shutil.rmtree(old.workdir, ignore_errors=True)
+        _remove_own(old.workdir, store)
     return running
 
 
@@ -198,8 +319,20 @@ def stop_running_guest(store: GuestStore, guest: Guest, catalog: Catalog) -> boo
         return False
     vm, _binary = _attached(store, guest, catalog)
     vm.quit()
-    shutil.rmtree(run_dir(store, guest.name), ignore_errors=True)
+    _forget(store, guest.name)
     return True
+
+
+def _forget(store: GuestStore, name: str) -> None:
+    """Remove the guest's record and work directories (the lock file stays: a command may be
+    waiting on it)."""
+    directory = run_dir(store, name)
+    with contextlib.suppress(OSError):
+        (directory / "run.json").unlink()
+    with contextlib.suppress(OSError):
+        for entry in directory.iterdir():
+            if entry.is_dir():
+                _remove_own(entry, store)
 
 
 def save_running_guest(store: GuestStore, guest: Guest, catalog: Catalog, state: Path) -> None:
@@ -211,7 +344,7 @@ def save_running_guest(store: GuestStore, guest: Guest, catalog: Catalog, state:
         save(vm, state)
     finally:
         vm.quit()
-    shutil.rmtree(run_dir(store, guest.name), ignore_errors=True)
+    _forget(store, guest.name)
 
 
 def restore_running_guest(

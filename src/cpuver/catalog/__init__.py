@@ -28,6 +28,12 @@ from cpuver.models import (
 ACCELERATORS = ("kvm", "tcg")
 
 
+MEMO_VENDORS = frozenset(
+    {"GenuineIntel", "AuthenticAMD", "HygonGenuine", "CentaurHauls", "  Shanghai  "}
+)
+"""x86 CPUID vendor strings whose effective definitions :meth:`Catalog.effective` memoizes."""
+
+
 @dataclass(frozen=True, slots=True)
 class Accelerator:
     """What an accelerator adds on top of every named model (QEMU's kvm/tcg default props)."""
@@ -187,6 +193,10 @@ class Catalog:
         Order as in QEMU: version, accelerator defaults, then the machine type's compat
         properties: global ones, then what applies to this exact type name.
         """
+        if host_vendor is not None and host_vendor not in MEMO_VENDORS:
+            # a vendor string no CPU has (snapshots are user input): not memoized, so the
+            # memo stays bounded by the catalog's names, machines and accelerators
+            return self._build(ref, machine, accel, host_vendor)
         key = (ref.name, machine.name, accel, host_vendor)
         cached = self._effective.get(key)
         if cached is None:

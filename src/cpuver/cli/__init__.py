@@ -8,9 +8,11 @@ interrupted. Every command that prints takes ``--json``.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from cpuver import api
@@ -173,9 +175,16 @@ def _host_parser(sub: Any) -> Any:
     return host_sub
 
 
+def _terminated(signum: int, _frame: FrameType | None) -> None:
+    """SIGTERM ends cpuver as Ctrl-C does: every cleanup runs (a QEMU being launched is
+    ended, nothing is half-written), instead of the process vanishing mid-way."""
+    raise SystemExit(128 + signum)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     as_json = "--json" in argv
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         return _run(build_parser().parse_args(argv))
     except UsageError as err:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -125,9 +126,26 @@ def _done(
     return EXIT_OK
 
 
+# commands that may start, move or end a guest's QEMU: they hold the guest's lock meanwhile
+QEMU_ACTIONS = ("start", "migrate", "save", "restore", "shutdown")
+
+
 def run(args: argparse.Namespace) -> int:
     catalog = api.open_catalog(args.qemu, args.catalog, args.overlay)
     store = api.open_store(args.db)
+    for pid in api.end_strays(store):
+        print(
+            f"ended QEMU pid {pid}: its command ended before it kept a record", file=sys.stderr
+        )
+    if args.action == "restore":
+        return _restore(args, store, catalog)
+    if args.action in QEMU_ACTIONS:
+        with api.guest_lock(store, args.name):
+            return _act(args, store, catalog)
+    return _act(args, store, catalog)
+
+
+def _act(args: argparse.Namespace, store: Any, catalog: Any) -> int:
     if args.action == "define":
         host = _best_host(args, catalog, args.accel)
         guest = api.define_guest(
@@ -268,8 +286,16 @@ def _restore(args: argparse.Namespace, store: Any, catalog: Any) -> int:
     try:
         saved = json.loads(args.file.read_text())
         name, fingerprint = saved["name"], saved["pin"]["fingerprint"]
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise CpuverError(f"{args.file}: not a guest saved by cpuver ({err})") from err
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as err:
+        reason = err.strerror if isinstance(err, OSError) else type(err).__name__
+        raise CpuverError(f"{args.file}: not a guest saved by cpuver ({reason})") from err
+    with api.guest_lock(store, name):
+        return _restore_guest(args, store, catalog, name, fingerprint)
+
+
+def _restore_guest(
+    args: argparse.Namespace, store: Any, catalog: Any, name: str, fingerprint: str
+) -> int:
     current = api.get_guest(store, name)
     if current.pin.fingerprint != fingerprint:
         raise CpuverError(

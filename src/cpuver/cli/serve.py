@@ -46,6 +46,14 @@ def add_parser(sub: Any, host_actions: Any) -> None:
         type=Path,
         help=f"bearer token for writes (default: ${TOKEN_ENV}; none: writes are refused)",
     )
+    serve.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a name clients reach the server by (Host header; repeat); the address listened "
+        "on, loopback names and, on 0.0.0.0, this machine's names are allowed anyway",
+    )
 
     push = host_actions.add_parser(
         "push", help="probe this host and send the snapshot to a service"
@@ -74,7 +82,9 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "serve":
         from cpuver import web
 
-        web.serve(args.host, args.port, args.db, token, args.workers, args.access_log)
+        web.serve(
+            args.host, args.port, args.db, token, args.workers, args.access_log, args.allowed_host
+        )
         return 0
     return _push(args, token)
 

@@ -25,6 +25,7 @@ from cpuver.domain import (
 from cpuver.domain.pinning import Pin, missing_on
 from cpuver.host.capabilities import HostCapabilities
 from cpuver.models import IDENTITY_FIELDS, SIGNATURE_FIELDS, SignatureValue
+from cpuver.names import check_name
 
 State = Literal["shutoff", "running", "paused", "saved"]
 STATES: tuple[State, ...] = get_args(State)
@@ -70,13 +71,12 @@ class Guest:
             raise DomainError(f"{source}: expected a JSON object")
         if data.get("schema") != GUEST_SCHEMA:
             raise DomainError(f"{source}: schema: expected {GUEST_SCHEMA!r}")
-        name, state, host = data.get("name"), data.get("state"), data.get("host")
-        if not isinstance(name, str) or not name:
-            raise DomainError(f"{source}: name: expected a non-empty string")
+        state, host = data.get("state"), data.get("host")
+        name = check_name("guest", data.get("name"), f"{source}: name")
         if state not in STATES:
             raise DomainError(f"{source}: state: expected one of {', '.join(STATES)}")
-        if host is not None and not isinstance(host, str):
-            raise DomainError(f"{source}: host: expected a string or null")
+        if host is not None:
+            check_name("host", host, f"{source}: host")
         snapshots = data.get("snapshots", [])
         if not isinstance(snapshots, list) or not all(isinstance(s, str) for s in snapshots):
             raise DomainError(f"{source}: snapshots: expected a list of names")
@@ -97,9 +97,7 @@ class Guest:
 
 def define(name: str, pin: Pin) -> Guest:
     """A new, shut-off guest with its CPU pinned (generation 1)."""
-    if not name:
-        raise DomainError("a guest needs a name")
-    return Guest(name, pin)
+    return Guest(check_name("guest", name), pin)
 
 
 def expect_generation(guest: Guest, generation: int) -> None:

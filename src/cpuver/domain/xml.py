@@ -31,6 +31,7 @@ from cpuver.domain.pinning import Pin, pin_delta
 from cpuver.errors import InvalidSpec, UnknownFeature, UnknownName
 from cpuver.features import FeatureTable
 from cpuver.models import split_versioned_name
+from cpuver.names import check_name
 from cpuver.spec import VersionSelector, parse
 
 NAMESPACE = "https://cpuver.dev/xmlns/1"
@@ -118,6 +119,7 @@ def read_domain_xml(
     name = (root.findtext("name") or "").strip()
     if not name:
         raise XmlError(source, "domain/name: missing or empty")
+    check_name("guest", name, f"{source}: domain/name")
     os_type = root.find("os/type")
     machine = os_type.get("machine") if os_type is not None else None
     policy, fingerprint = _metadata(root, source)
@@ -225,6 +227,8 @@ def read_guest_json(text: str, source: str = "guest.json") -> GuestDefinition:
         raise DomainError(
             f"{source}: line {err.lineno}, column {err.colno}: malformed JSON: {err.msg}"
         ) from err
+    except (RecursionError, ValueError) as err:  # too deep, or a number too long to convert
+        raise DomainError(f"{source}: JSON too deeply nested or with a too long number") from err
     return guest_from_data(data, source)
 
 
@@ -234,6 +238,8 @@ def read_guest_toml(text: str, source: str = "guest.toml") -> GuestDefinition:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise DomainError(f"{source}: malformed TOML: {err}") from err
+    except (RecursionError, ValueError) as err:  # too deep, or a number too long to convert
+        raise DomainError(f"{source}: TOML too deeply nested or with a too long number") from err
     return guest_from_data(data, source)
 
 
@@ -256,9 +262,7 @@ def guest_from_data(data: Any, source: str) -> GuestDefinition:
     unknown = sorted(set(data) - {"name", "machine", "cpu"})
     if unknown:
         raise DomainError(f"{source}: unknown field(s) {', '.join(unknown)} (name, machine, cpu)")
-    name = data.get("name")
-    if not isinstance(name, str) or not name:
-        raise DomainError(f"{source}: name: expected the guest name as a non-empty string")
+    name = check_name("guest", data.get("name"), f"{source}: name")
     machine = data.get("machine")
     if machine is not None and (not isinstance(machine, str) or not machine):
         raise DomainError(f"{source}: machine: expected a machine type name")

@@ -21,12 +21,14 @@ Errors name the field (``host.json: releases.10.0.kvm.features: ...``).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from cpuver.errors import HostError, UnknownFeature
+from cpuver.errors import HostError, UnknownFeature, shown
 from cpuver.features import FeatureSet, FeatureTable
+from cpuver.names import InvalidName, is_name
 
 SNAPSHOT_SCHEMA = "cpuver-host/2"
 SNAPSHOT_SCHEMA_V1 = "cpuver-host/1"
@@ -36,6 +38,12 @@ METHODS = ("kvm", "qemu", "cpuinfo", "catalog")
 (approximate), or the catalog (TCG offers the same on every host)."""
 _MODEL_ACCELERATOR = {"host": "kvm", "max": "tcg"}
 _SCHEMA_PREFIX = "cpuver-host/"
+ACCELERATORS = ("kvm", "tcg")
+_RELEASE = re.compile(r"[0-9]{1,3}\.[0-9]{1,3}")
+"""A QEMU release key of a snapshot: ``X.Y``."""
+_SCHEMA_NUMBER = re.compile(r"[0-9]{1,6}")
+SIGNATURE_MAX = 0xFFFF
+"""Family, model and stepping are CPUID bit fields: a bigger number is no CPU's."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,13 +230,13 @@ def _schema_problem(schema: Any, source: str) -> str:
         if isinstance(schema, str) and schema.startswith(prefix):
             return f"{source}: {what}, not a host snapshot (schema {schema!r})"
     number = schema.removeprefix(_SCHEMA_PREFIX) if isinstance(schema, str) else ""
-    if schema != number and number.isdigit() and int(number) > 2:
+    if schema != number and _SCHEMA_NUMBER.fullmatch(number) and int(number) > 2:
         return (
             f"{source}: schema: {schema} is newer than this cpuver reads "
             f"({', '.join(READABLE_SCHEMAS)}); upgrade cpuver"
         )
     return (
-        f"{source}: schema: {schema!r} is not a cpuver host snapshot schema "
+        f"{source}: schema: {shown(schema)} is not a cpuver host snapshot schema "
         f"(this cpuver reads {', '.join(READABLE_SCHEMAS)})"
     )
 
@@ -237,8 +245,10 @@ def _from_expansion(model: Any, source: str, table: FeatureTable) -> HostCapabil
     if not isinstance(model, dict) or not isinstance(model.get("props"), dict):
         raise HostError(f"{source}: model.props: expected an object of CPU properties")
     name = model.get("name")
-    if name not in _MODEL_ACCELERATOR:
-        raise HostError(f"{source}: model.name: expected 'host' (KVM) or 'max' (TCG), got {name!r}")
+    if not isinstance(name, str) or name not in _MODEL_ACCELERATOR:
+        raise HostError(
+            f"{source}: model.name: expected 'host' (KVM) or 'max' (TCG), got {shown(name)}"
+        )
     props: dict[str, Any] = model["props"]
     offered = frozenset(k for k, v in props.items() if v is True and k in table)
     vendor = props.get("vendor") if isinstance(props.get("vendor"), str) else None
@@ -251,13 +261,14 @@ def _features(names: Any, where: str, table: FeatureTable) -> FeatureSet:
     try:
         return table.canonical_set(names)
     except UnknownFeature as err:
-        raise HostError(f"{where}: unknown feature {err.name!r}") from err
+        raise HostError(f"{where}: unknown feature {shown(err.name)}") from err
 
 
 def _host_name(data: dict[str, Any], source: str) -> str:
     name = data.get("host")
-    if not isinstance(name, str):
-        raise HostError(f"{source}: host: expected the host name as a string")
+    if not is_name(name):
+        raise HostError(str(InvalidName("host", name, f"{source}: host")))
+    assert isinstance(name, str)
     return name
 
 
@@ -270,24 +281,40 @@ def _from_snapshot_v1(data: dict[str, Any], source: str, table: FeatureTable) ->
         )
     offers: dict[str, FeatureSet] = {}
     for accel, entry in accelerators.items():
+        _accelerator(accel, f"{source}: accelerators")
         where = f"{source}: accelerators.{accel}.features"
         names = entry.get("features") if isinstance(entry, dict) else None
         offers[accel] = _features(names, where, table)
     vendor = data.get("vendor")
     provenance = data.get("provenance", {})
+    if not isinstance(provenance, dict) or not all(
+        isinstance(v, str) for v in provenance.values()
+    ):
+        provenance = {}
     return HostCapabilities(
-        name,
-        offers,
-        vendor if isinstance(vendor, str) else None,
-        source,
-        provenance if isinstance(provenance, dict) else {},
+        name, offers, vendor if isinstance(vendor, str) else None, source, provenance
     )
+
+
+def _accelerator(accel: str, where: str) -> str:
+    if accel not in ACCELERATORS:
+        raise HostError(
+            f"{where}: {shown(accel)} is not an accelerator (expected {' or '.join(ACCELERATORS)})"
+        )
+    return accel
+
+
+def _signature_number(cpu: dict[str, Any], key: str, where: str) -> int | None:
+    value = _optional(cpu, key, int, where)
+    if value is not None and not 0 <= value <= SIGNATURE_MAX:
+        raise HostError(f"{where}{key}: expected a number from 0 to {SIGNATURE_MAX}")
+    return value  # type: ignore[no-any-return]
 
 
 def _optional(data: dict[str, Any], key: str, kind: type, where: str) -> Any:
     value = data.get(key)
     if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
-        raise HostError(f"{where}{key}: expected a {kind.__name__}, got {value!r}")
+        raise HostError(f"{where}{key}: expected a {kind.__name__}, got {shown(value)}")
     return value
 
 
@@ -308,9 +335,9 @@ def _from_snapshot_v2(data: dict[str, Any], source: str, table: FeatureTable) ->
     facts = HostFacts(
         vendor=vendor,
         brand=_optional(cpu, "brand", str, where) or "",
-        family=_optional(cpu, "family", int, where),
-        model=_optional(cpu, "model", int, where),
-        stepping=_optional(cpu, "stepping", int, where),
+        family=_signature_number(cpu, "family", where),
+        model=_signature_number(cpu, "model", where),
+        stepping=_signature_number(cpu, "stepping", where),
         microcode=_optional(cpu, "microcode", str, where),
         kernel=_optional(data, "kernel", str, f"{source}: "),
         vulnerabilities=vulnerabilities,
@@ -323,10 +350,15 @@ def _from_snapshot_v2(data: dict[str, Any], source: str, table: FeatureTable) ->
         )
     parsed: dict[str, dict[str, AccelOffer]] = {}
     for release, accels in releases.items():
+        if not _RELEASE.fullmatch(release):
+            raise HostError(
+                f"{source}: releases: {shown(release)} is not a QEMU release (expected X.Y)"
+            )
         if not isinstance(accels, dict) or not accels:
             raise HostError(f"{source}: releases.{release}: expected an object of accelerators")
         parsed[release] = {}
         for accel, entry in accels.items():
+            _accelerator(accel, f"{source}: releases.{release}")
             where = f"{source}: releases.{release}.{accel}"
             if not isinstance(entry, dict):
                 raise HostError(f"{where}: expected an object with features and provenance")
@@ -338,7 +370,7 @@ def _from_snapshot_v2(data: dict[str, Any], source: str, table: FeatureTable) ->
             if method not in METHODS:
                 raise HostError(
                     f"{where}.provenance.method: expected one of {', '.join(METHODS)}, "
-                    f"got {method!r}"
+                    f"got {shown(method)}"
                 )
             pwhere = f"{where}.provenance."
             parsed[release][accel] = AccelOffer(

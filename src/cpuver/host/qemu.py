@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import os
 import shutil
 import signal
@@ -29,8 +30,34 @@ from cpuver.errors import QemuError
 from cpuver.features import CpuidBit, FeatureSet, FeatureTable
 
 START_TIMEOUT_S = 10.0
+"""How long QEMU may take to open its QMP socket, to greet on it, to answer one QMP command
+and to print ``-version``; ``$CPUVER_QEMU_TIMEOUT`` (seconds) changes it."""
+TIMEOUT_ENV = "CPUVER_QEMU_TIMEOUT"
 CONNECT_ATTEMPTS = 50
 UNIX_PATH_MAX = 108
+PIDFILE = "qemu.pid"
+"""QEMU's ``-pidfile`` in a lasting work directory: it also puts the directory into QEMU's
+command line, so a QEMU whose launching command was killed is found (:func:`processes_under`)."""
+
+
+def qemu_timeout() -> float:
+    """Seconds each QEMU interaction may take (:data:`START_TIMEOUT_S`, or the environment's)."""
+    try:
+        value = float(os.environ.get(TIMEOUT_ENV, START_TIMEOUT_S))
+    except ValueError:
+        return START_TIMEOUT_S
+    return value if 0 < value < 3600 else START_TIMEOUT_S
+
+
+class _Monitor(QEMUMonitorProtocol):
+    """qemu.qmp's synchronous client with a deadline on connecting: its ``connect`` waits for
+    QEMU's greeting without one, so a QEMU that listens and never greets hung cpuver."""
+
+    def connect_within(self, timeout: float) -> dict[str, Any]:
+        self._qmp.await_greeting = True
+        self._qmp.negotiate = True
+        self._sync(self._qmp.connect(self._address), timeout)
+        return dict(self._get_greeting() or {})
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,20 +92,30 @@ class QemuInstall:
 
     def version(self) -> str:
         """The first line of ``-version`` (``QEMU emulator version 10.0.2 (Debian ...)``)."""
+        timeout = qemu_timeout()
         try:
             done = subprocess.run(
                 [str(self.binary), "-version"],
                 capture_output=True,
                 text=True,
-                timeout=30,
+                errors="replace",
+                timeout=timeout,
                 env=self.environment(),
                 check=False,
             )
         except OSError as err:
             raise QemuError(f"cannot run {self.binary}: {err.strerror}") from err
+        except subprocess.TimeoutExpired as err:  # subprocess.run has killed it
+            raise QemuError(
+                f"{self.binary} -version did not answer within {timeout:g} s (ended it)"
+            ) from err
         if done.returncode != 0:
-            raise QemuError(f"{self.binary} -version failed: {done.stderr.strip()}")
-        return done.stdout.splitlines()[0].strip()
+            said = done.stderr.strip().splitlines()
+            raise QemuError(f"{self.binary} -version failed: {said[-1] if said else 'no output'}")
+        lines = [line.strip() for line in done.stdout.splitlines() if line.strip()]
+        if not lines:
+            raise QemuError(f"{self.binary} -version printed nothing")
+        return lines[0]
 
 
 def qmp_socket(workdir: Path) -> Path:
@@ -127,7 +164,8 @@ class QmpSession:
         """QEMU's stderr when starting it failed (the work directory is gone by then)."""
         self._workdir: Path | None = None
         self._process: subprocess.Popen[bytes] | None = None
-        self._qmp: QEMUMonitorProtocol | None = None
+        self._qmp: _Monitor | None = None
+        self.timeout = qemu_timeout()
         self.greeting: dict[str, Any] = {}
 
     def argv(self, socket_path: Path) -> list[str]:
@@ -146,6 +184,7 @@ class QmpSession:
             "-no-user-config",
             "-qmp",
             f"unix:{socket_path},server=on,wait=off",
+            *(["-pidfile", str(self._given_workdir / PIDFILE)] if self._given_workdir else []),
             *self.extra_args,
         ]
 
@@ -185,18 +224,27 @@ class QmpSession:
                 )
             except OSError as err:
                 raise QemuError(f"cannot start {self.install.binary}: {err.strerror}") from err
-        deadline = time.monotonic() + START_TIMEOUT_S
+        deadline = time.monotonic() + self.timeout
         while not socket_path.exists():
             if self._process.poll() is not None:
                 raise QemuError(self._failure("exited before QMP was ready", stderr_path))
             if time.monotonic() > deadline:
-                raise QemuError(self._failure("did not open its QMP socket in time", stderr_path))
+                raise QemuError(
+                    self._failure(
+                        f"did not open its QMP socket within {self.timeout:g} s", stderr_path
+                    )
+                )
             time.sleep(0.005)
         for attempt in range(CONNECT_ATTEMPTS):
-            self._qmp = QEMUMonitorProtocol(str(socket_path))
+            self._qmp = _Monitor(str(socket_path))
+            self._qmp.settimeout(self.timeout)
             try:
-                self.greeting = dict(self._qmp.connect() or {})
+                self.greeting = self._qmp.connect_within(max(0.1, deadline - time.monotonic()))
                 return
+            except TimeoutError as err:
+                raise QemuError(
+                    self._failure(f"did not greet on QMP within {self.timeout:g} s", stderr_path)
+                ) from err
             except QMPError as err:
                 # The socket file appears at bind(), a moment before QEMU listens on it.
                 self._qmp.close()
@@ -220,6 +268,12 @@ class QmpSession:
             raise QemuError("QMP session is not open")
         try:
             return self._qmp.cmd(name, **arguments)
+        except TimeoutError as err:
+            # the connection is left in an unknown state: nothing more is asked on it
+            self._drop_connection()
+            raise QemuError(
+                f"QEMU (pid {self.pid}) did not answer QMP {name} within {self.timeout:g} s"
+            ) from err
         except ExecuteError as err:
             raise QemuError(f"QMP {name} failed: {err.error.error.desc}") from err
         except QMPError as err:
@@ -235,12 +289,26 @@ class QmpSession:
         session._workdir = workdir
         session.attached_pid = pid
         session.socket_path = socket
-        session._qmp = QEMUMonitorProtocol(str(socket))
+        session._qmp = _Monitor(str(socket))
+        session._qmp.settimeout(session.timeout)
         try:
-            session.greeting = dict(session._qmp.connect() or {})
+            session.greeting = session._qmp.connect_within(session.timeout)
+        except TimeoutError as err:
+            session._drop_connection()
+            raise QemuError(
+                f"QEMU (pid {pid}) did not greet on QMP within {session.timeout:g} s"
+            ) from err
         except (QMPError, OSError) as err:
+            session._drop_connection()
             raise QemuError(f"QEMU (pid {pid}) no longer answers at {workdir}: {err}") from err
         return session
+
+    def _drop_connection(self) -> None:
+        if self._qmp is not None:
+            # closing after a failure re-raises what broke the connection: it is over anyway
+            with contextlib.suppress(QMPError, OSError, EOFError, TimeoutError, RuntimeError):
+                self._qmp.close()
+            self._qmp = None
 
     def detach(self) -> int:
         """Leave QEMU running on its own (it must have a lasting workdir); returns its pid."""
@@ -255,7 +323,8 @@ class QmpSession:
         """Ask QEMU to quit and wait until its process is gone (killed when it does not quit)."""
         pid = self.pid or self.attached_pid
         with contextlib.suppress(QemuError):
-            self.command("quit")
+            if self._qmp is not None:
+                self.command("quit")
         deadline = time.monotonic() + timeout
         while pid is not None and process_alive(pid) and time.monotonic() < deadline:
             if self._process is not None and self._process.poll() is not None:
@@ -268,22 +337,20 @@ class QmpSession:
 
     def close(self) -> None:
         if not self._owns_process:
-            if self._qmp is not None:
-                with contextlib.suppress(QMPError, OSError, EOFError):
-                    self._qmp.close()
-                self._qmp = None
+            self._drop_connection()
             self._process = None
             return
-        if self._qmp is not None:
-            # EOFError: QEMU is already gone (e.g. it exited after a failed incoming migration).
-            with contextlib.suppress(QMPError, OSError, EOFError):
-                self._qmp.close()
-            self._qmp = None
+        # EOFError: QEMU is already gone (e.g. it exited after a failed incoming migration).
+        self._drop_connection()
         if self._process is not None:
             if self._process.poll() is None:
                 self._process.kill()
             self._process.wait()
             self._process = None
+        elif self._given_workdir is not None:
+            # interrupted (SIGTERM, Ctrl-C) while Popen ran: the QEMU may run without a handle
+            for pid, _workdir in processes_under(self._given_workdir):
+                end_process(pid)
         if self._workdir is not None and self._given_workdir is None:
             shutil.rmtree(self._workdir, ignore_errors=True)
         self._workdir = None
@@ -336,3 +403,34 @@ def offered_features(
     offered = (frozenset(requested) - missing) | (from_expansion - frozenset(requested))
     vendor = props.get("vendor")
     return offered, vendor if isinstance(vendor, str) else None
+
+
+def processes_under(root: Path) -> list[tuple[int, Path]]:
+    """Every running QEMU whose ``-pidfile`` lies under ``root``, with its work directory: the
+    QEMU processes cpuver started there, found even when no record of them was written."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        for flag, value in itertools.pairwise(argv):
+            pidfile = Path(os.fsdecode(value))
+            ours = flag == b"-pidfile" and pidfile.name == PIDFILE and pidfile.is_relative_to(root)
+            if ours and process_alive(int(entry.name)):
+                found.append((int(entry.name), pidfile.parent))
+    return found
+
+
+def end_process(pid: int, timeout: float = START_TIMEOUT_S) -> None:
+    """End ``pid`` (SIGTERM, then SIGKILL when it does not go within ``timeout``)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while process_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if process_alive(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)

@@ -12,7 +12,9 @@ Hosts and pools (:class:`HostStore`) live in the same database: each host's curr
 every snapshot it was added with, and the pools it is in.
 
 Errors raised here derive from :class:`StoreError`; database errors are wrapped in it, so callers
-never need SQLAlchemy's exceptions.
+never need SQLAlchemy's exceptions, and their messages never show SQL, parameters, socket paths
+or passwords (:class:`StoreUnavailable` when the database cannot be used right now). Every name
+is checked with :func:`cpuver.names.check_name` before it reaches SQL.
 """
 
 from __future__ import annotations
@@ -22,6 +24,12 @@ from cpuver.errors import CpuverError
 
 class StoreError(CpuverError):
     """The guest store cannot do what was asked (database errors are wrapped in it)."""
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be used right now (server down, file locked, disk full, read-only):
+    nothing was written, and the same request may work later. The message is one line and
+    names no SQL, no parameters, no socket path and no password."""
 
 
 class GuestNotFound(StoreError, LookupError):
@@ -90,6 +98,7 @@ __all__ = [
     "PoolRecord",
     "SnapshotRecord",
     "StoreError",
+    "StoreUnavailable",
     "Unset",
     "default_url",
     "store_exists",

@@ -4,7 +4,7 @@
 (stored as text, so PostgreSQL and SQLite keep it byte for byte), the pin's fingerprint, and a
 ``generation`` that every update increments: updates are compare-and-swap on it.
 ``cpu_history`` records every change of a guest's pin: when, who, why, old and new. It names its
-guest and outlives it (r0004): an undefined guest's history stays for audit, its name is free.
+guest and outlives it (r0005): an undefined guest's history stays for audit, its name is free.
 ``hosts``, ``host_snapshots``, ``pools`` and ``pool_members`` hold the fleet (see below).
 Timestamps are UTC.
 """
@@ -102,6 +102,8 @@ pools = Table(
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("name", String(255), nullable=False, unique=True),
+    # r0004: goes up with every change of the pool's hosts (HostStore.generation)
+    Column("generation", Integer, nullable=False, server_default="0"),
 )
 
 pool_members = Table(

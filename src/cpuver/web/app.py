@@ -4,7 +4,13 @@ Routes only translate HTTP to :mod:`cpuver.api` calls and back; every answer has
 matching ``cpuver ... --json`` output. Errors a client causes become a 4xx with
 ``{"error": "<one line>"}``: unknown names (model, guest, pool, host ...) 404, bad specs 400 with
 the position, malformed bodies 422, writes that lose to another writer (a guest name taken, a
-guest changed since it was read, a CPU update already pending) 409, other cpuver errors 400.
+guest changed since it was read, a CPU update already pending) 409, other cpuver errors 400, a
+body over the limit 413, a database that cannot be used right now 503 with ``Retry-After``.
+
+Every request is bounded (body size, list lengths, text lengths: the limit is named in the 413
+or 422), work that may take long runs off the event loop, and caches are bounded in bytes.
+Every list is paged: ``?limit=&after=`` (names sort the list; the next page starts after the
+last name of this one, given in the ``Link: <...>; rel="next"`` header while there is more).
 """
 
 from __future__ import annotations
@@ -12,29 +18,57 @@ from __future__ import annotations
 import hmac
 import json
 import threading
-from collections.abc import Callable
-from functools import lru_cache
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any, Literal
+from urllib.parse import urlencode
 
 import orjson
+from cachetools import LRUCache
 from fastapi import Body, Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, StringConstraints, model_validator
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cpuver import api
 from cpuver.catalog import Catalog
 from cpuver.domain import IllegalTransition, UpdateConflict
-from cpuver.errors import CpuverError, InvalidSpec, NotRunnable, UnknownFeature
+from cpuver.errors import CpuverError, InvalidSpec, NotRunnable, UnknownFeature, shown
 from cpuver.host.capabilities import HostCapabilities, from_json
+from cpuver.names import NAME_MAX
 from cpuver.resolve import Resolver
-from cpuver.store import ConcurrentUpdate, GuestExists
+from cpuver.store import ConcurrentUpdate, GuestExists, StoreUnavailable
 from cpuver.web.dashboard import add_dashboard
+from cpuver.web.guards import BodyLimit, BrowserHeaders, HostCheck
 
 Accel = Literal["kvm", "tcg"]
-RESOLVERS_KEPT = 256
-"""Resolvers kept for resolve requests (per QEMU release, machine, accelerator, host snapshot)."""
+RESOLVER_CACHE_BYTES = 64 << 20
+"""Memory the kept resolvers may take (estimated from their snapshots), per worker."""
+RESOLVER_BASE_BYTES = 256 << 10
+"""Estimated memory of a resolver beyond its snapshot (memoized answers per name)."""
+SPECS_MAX = 100
+"""Specs per resolve request."""
+SPEC_MAX_CHARS = 4096
+RELEASE_MAX_CHARS = 16
+MACHINE_MAX_CHARS = 64
+DEFINITION_MAX_CHARS = 256 << 10
+FEATURES_MAX = 512
+"""Features per what-if list (QEMU knows about 400)."""
+HOSTS_MAX = 10_000
+"""Host names per what-if request and pools per host push."""
+PAGE_DEFAULT = 100
+PAGE_MAX = 1000
+INLINE_SPECS = 8
+"""A resolve request of at most this many specs with a kept resolver is answered on the event
+loop (microseconds); anything more runs in a worker thread, so it never stalls other requests."""
+RETRY_AFTER_S = 5
+
+Spec = Annotated[str, StringConstraints(min_length=1, max_length=SPEC_MAX_CHARS)]
+Release = Annotated[str, StringConstraints(max_length=RELEASE_MAX_CHARS)]
+Machine = Annotated[str, StringConstraints(max_length=MACHINE_MAX_CHARS)]
+Name = Annotated[str, StringConstraints(max_length=NAME_MAX)]
+Feature = Annotated[str, StringConstraints(max_length=64)]
 NO_TOKEN = (
     "writes are disabled: the server has no token configured "
     "(start it with --token-file FILE or CPUVER_TOKEN set)"
@@ -42,19 +76,25 @@ NO_TOKEN = (
 
 
 class ResolveRequest(BaseModel):
-    specs: list[str] = Field(min_length=1, description="CPU specs, e.g. Haswell,version=best")
-    qemu: str | None = Field(None, description="QEMU release X.Y (default: the newest bundled)")
-    machine: str | None = Field(None, description="machine type (default: newest pc-q35)")
+    specs: list[Spec] = Field(
+        min_length=1, max_length=SPECS_MAX, description="CPU specs, e.g. Haswell,version=best"
+    )
+    qemu: Release | None = Field(None, description="QEMU release X.Y (default: the newest bundled)")
+    machine: Machine | None = Field(None, description="machine type (default: newest pc-q35)")
     accel: Accel | None = Field(None, description="default: the host's only one, else kvm/tcg")
     host: dict[str, Any] | None = Field(None, description="a host snapshot (cpuver host probe)")
 
 
 class WhatIfRequest(BaseModel):
-    drop: list[str] = Field([], description="features the hosts lose, e.g. [\"hle\", \"rtm\"]")
-    add: list[str] = Field([], description="features the hosts gain")
-    hosts: list[str] | None = Field(None, description="only these hosts of the pool")
-    qemu: str | None = Field(None, description="QEMU release X.Y (default: the newest bundled)")
-    machine: str | None = Field(None, description="machine type (default: newest pc-q35)")
+    drop: list[Feature] = Field(
+        [], max_length=FEATURES_MAX, description='features the hosts lose, e.g. ["hle", "rtm"]'
+    )
+    add: list[Feature] = Field([], max_length=FEATURES_MAX, description="features the hosts gain")
+    hosts: list[Name] | None = Field(
+        None, max_length=HOSTS_MAX, description="only these hosts of the pool"
+    )
+    qemu: Release | None = Field(None, description="QEMU release X.Y (default: the newest bundled)")
+    machine: Machine | None = Field(None, description="machine type (default: newest pc-q35)")
     accel: Accel = Field("kvm", description="accelerator (default: kvm)")
 
     @model_validator(mode="after")
@@ -67,19 +107,20 @@ class WhatIfRequest(BaseModel):
 class DefineGuestRequest(BaseModel):
     definition: str = Field(
         min_length=1,
+        max_length=DEFINITION_MAX_CHARS,
         description='libvirt domain XML, or guest JSON/TOML: {"name", "machine", "cpu"}',
     )
     format: Literal["xml", "json", "toml"] | None = Field(
         None, description="how to read the definition (default: told from the text)"
     )
-    pool: str | None = Field(
+    pool: Name | None = Field(
         None, description="resolve version=best for every host of this pool (migration-safe)"
     )
     host: dict[str, Any] | None = Field(
         None, description="resolve version=best for this host snapshot (cpuver host probe)"
     )
-    qemu: str | None = Field(None, description="QEMU release X.Y (default: the newest bundled)")
-    machine: str | None = Field(None, description="machine type (default: the definition's)")
+    qemu: Release | None = Field(None, description="QEMU release X.Y (default: the newest bundled)")
+    machine: Machine | None = Field(None, description="machine type (default: the definition's)")
     accel: Accel | None = Field(None, description="default: the host's only one, else kvm/tcg")
 
     @model_validator(mode="after")
@@ -90,14 +131,14 @@ class DefineGuestRequest(BaseModel):
 
 
 class UpdateCpuRequest(BaseModel):
-    to: str = Field(min_length=1, description="best, latest or a version (v4)")
-    pool: str | None = Field(
+    to: str = Field(min_length=1, max_length=64, description="best, latest or a version (v4)")
+    pool: Name | None = Field(
         None, description="resolve version=best for every host of this pool (migration-safe)"
     )
     host: dict[str, Any] | None = Field(
         None, description="resolve version=best for this host snapshot (cpuver host probe)"
     )
-    qemu: str | None = Field(None, description="QEMU release X.Y (default: the newest bundled)")
+    qemu: Release | None = Field(None, description="QEMU release X.Y (default: the newest bundled)")
     accept_signature_change: bool = Field(
         False, description="allow a change of vendor, family, model, stepping or model-id"
     )
@@ -135,12 +176,17 @@ def _error(status: int, message: str, **extra: Any) -> JSONResponse:
 def _cpuver_error(_request: Request, err: Exception) -> JSONResponse:
     if isinstance(err, ApiError):
         return _error(err.status, str(err))
+    if isinstance(err, StoreUnavailable):
+        response = _error(503, _one_line(str(err)))
+        response.headers["Retry-After"] = str(RETRY_AFTER_S)
+        return response
     # a bad spec, given directly or inside a guest definition (then the error names where)
     bad_spec = err if isinstance(err, InvalidSpec) else err.__cause__
     if isinstance(bad_spec, InvalidSpec):
-        where = f"{bad_spec.message} (at position {bad_spec.start} of {bad_spec.text!r})"
-        message = str(err).replace(str(bad_spec), where)
-        return _error(400, message, spec=bad_spec.text, position=bad_spec.start, end=bad_spec.end)
+        where = f"{bad_spec.message} (at position {bad_spec.start} of {shown(bad_spec.text)})"
+        message = _one_line(str(err).replace(str(bad_spec), where))
+        text, _start, _end = bad_spec.excerpt()
+        return _error(400, message, spec=text, position=bad_spec.start, end=bad_spec.end)
     if isinstance(err, CONFLICTS):
         return _error(409, _one_line(str(err)))
     if isinstance(err, NotRunnable):
@@ -166,7 +212,10 @@ def _validation_error(_request: Request, err: Exception) -> JSONResponse:
                 f"request body is not valid JSON{at}" + (f": {context}" if context else "")
             )
         else:
-            problems.append(f"{where}: {item.get('msg', 'invalid')}")
+            problems.append(f"{shown(where, 80)[1:-1]}: {item.get('msg', 'invalid')}")
+        if len(problems) == 5 and len(err.errors()) > 5:  # one line, however many
+            problems.append(f"and {len(err.errors()) - 5} more")
+            break
     return _error(422, "; ".join(problems) or "invalid request")
 
 
@@ -213,25 +262,83 @@ class _Snapshot:
         return isinstance(other, _Snapshot) and other.key == self.key
 
 
-@lru_cache(maxsize=RESOLVERS_KEPT)
-def _request_resolver(
-    qemu: str | None, machine: str | None, accel: str | None, snapshot: _Snapshot | None
-) -> Resolver:
+ResolverKey = tuple[str | None, str | None, str | None, _Snapshot | None]
+
+
+def _resolver_size(key: ResolverKey) -> int:
+    snapshot = key[3]
+    return RESOLVER_BASE_BYTES + (4 * len(snapshot.key) if snapshot is not None else 0)
+
+
+class _Resolvers:
     """The resolver for a resolve request, kept per snapshot: reading a probed host's snapshot
     and setting up a resolver cost more than resolving, and clients send the same few
-    snapshots again and again. Only an identical snapshot hits."""
-    host = _read_host(snapshot.data, "request host") if snapshot is not None else None
-    return _resolver(qemu, machine, accel, host)
+    snapshots again and again. Only an identical snapshot hits. Bounded in (estimated) bytes:
+    many big distinct snapshots evict each other instead of growing the worker."""
+
+    def __init__(self, limit: int = RESOLVER_CACHE_BYTES) -> None:
+        self._lock = threading.Lock()
+        self._kept: LRUCache[ResolverKey, tuple[Resolver, int]] = LRUCache(
+            maxsize=limit, getsizeof=lambda entry: entry[1]
+        )
+
+    def kept(self, key: ResolverKey) -> Resolver | None:
+        with self._lock:
+            found = self._kept.get(key)
+        return found[0] if found is not None else None
+
+    def make(self, key: ResolverKey) -> Resolver:
+        qemu, machine, accel, snapshot = key
+        host = _read_host(snapshot.data, "request host") if snapshot is not None else None
+        resolver = _resolver(qemu, machine, accel, host)
+        with self._lock:
+            self._kept[key] = (resolver, _resolver_size(key))
+        return resolver
 
 
-def create_app(db_url: str | None, token: str | None) -> FastAPI:
+_resolvers = _Resolvers()
+
+
+def _page_headers(request: Request, items: Sequence[str], limit: int) -> dict[str, str]:
+    """``Link: <...?after=LAST&limit=N>; rel="next"`` when the page is full (there may be more)."""
+    if len(items) < limit or not items:
+        return {}
+    query = {key: value for key, value in request.query_params.items() if key != "after"}
+    query.update(after=items[-1], limit=str(limit))
+    return {"Link": f'<{request.url.path}?{urlencode(query)}>; rel="next"'}
+
+
+def _json(data: Any, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(data), media_type="application/json", headers=headers)
+
+
+Limit = Annotated[int, Query(ge=1, le=PAGE_MAX, description=f"page size (at most {PAGE_MAX})")]
+After = Annotated[
+    str | None, Query(max_length=NAME_MAX, description="only names after this one (next page)")
+]
+ReleaseQuery = Annotated[
+    str | None, Query(max_length=RELEASE_MAX_CHARS, description="QEMU release X.Y")
+]
+MachineQuery = Annotated[
+    str | None, Query(max_length=MACHINE_MAX_CHARS, description="machine type")
+]
+
+
+def create_app(
+    db_url: str | None, token: str | None, allowed_hosts: Sequence[str] | None = None
+) -> FastAPI:
     """The service on the store at ``db_url`` (default: the SQLite file); ``token`` guards
-    writes (None: every write is refused with 403)."""
+    writes (None: every write is refused with 403); ``allowed_hosts`` are the names a request's
+    ``Host`` header may give (None: not checked, for a proxy in front that checks it)."""
     app = FastAPI(
         title="cpuver",
         summary="Versioned QEMU x86 CPU models: resolve specs, hosts in pools, pinned guests",
         version="0.1.0",
     )
+    app.add_middleware(BodyLimit)
+    if allowed_hosts is not None:
+        app.add_middleware(HostCheck, names=allowed_hosts)
+    app.add_middleware(BrowserHeaders)
     app.add_exception_handler(CpuverError, _cpuver_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
@@ -271,27 +378,47 @@ def create_app(db_url: str | None, token: str | None) -> FastAPI:
             return api.pool_host(hosts(), pool, catalog, accel)
         return _read_host(snapshot, "request host")
 
-    @app.get("/api/models", tags=["catalog"])
+    @app.get("/api/models", tags=["catalog"], response_model=list[dict[str, Any]])
     def models(
-        qemu: str | None = None, machine: str | None = None, accel: Accel | None = None
-    ) -> list[dict[str, Any]]:
-        """Every CPU model name, shaped like QEMU's ``query-cpu-definitions``."""
-        return api.definitions_json(_resolver(qemu, machine, accel, None))
+        request: Request,
+        qemu: ReleaseQuery = None,
+        machine: MachineQuery = None,
+        accel: Accel | None = None,
+        limit: Limit = PAGE_MAX,
+        after: After = None,
+    ) -> Response:
+        """Every CPU model name, shaped like QEMU's ``query-cpu-definitions`` (paged by name)."""
+        entries = api.definitions_json(_resolver(qemu, machine, accel, None))
+        page = sorted(
+            (e for e in entries if after is None or e["name"] > after), key=lambda e: e["name"]
+        )[:limit]
+        return _json(page, _page_headers(request, [e["name"] for e in page], limit))
 
     @app.post("/api/resolve", tags=["catalog"], response_model=list[dict[str, Any]])
     async def resolve(request: ResolveRequest) -> Response:
         """Each spec resolved to an exact definition, in the order given."""
-        # async and answered as ready JSON: resolving takes microseconds, so a worker thread
-        # and FastAPI's re-encoding of the answer would cost more than the work itself
+        # answered as ready JSON; a small request with a kept resolver on the event loop
+        # (microseconds: a worker thread would cost more than the work), anything bigger in a
+        # worker thread, so no request stalls the others
         snapshot = _Snapshot(request.host) if request.host is not None else None
-        resolver = _request_resolver(request.qemu, request.machine, request.accel, snapshot)
-        answer = [api.resolution_json(resolver.resolve(spec)) for spec in request.specs]
-        return Response(orjson.dumps(answer), media_type="application/json")
+        key = (request.qemu, request.machine, request.accel, snapshot)
+        resolver = _resolvers.kept(key)
 
-    @app.get("/api/hosts", tags=["fleet"])
-    def list_hosts(pool: str | None = None) -> list[dict[str, Any]]:
-        """Stored hosts (of ``pool``, when given) and their pools."""
-        return [api.host_json(record) for record in hosts().list(pool)]
+        def answer(resolver: Resolver | None) -> bytes:
+            chosen = resolver or _resolvers.make(key)
+            return orjson.dumps([api.resolution_json(chosen.resolve(s)) for s in request.specs])
+
+        if resolver is not None and len(request.specs) <= INLINE_SPECS:
+            return Response(answer(resolver), media_type="application/json")
+        return Response(await run_in_threadpool(answer, resolver), media_type="application/json")
+
+    @app.get("/api/hosts", tags=["fleet"], response_model=list[dict[str, Any]])
+    def list_hosts(
+        request: Request, pool: Name | None = None, limit: Limit = PAGE_DEFAULT, after: After = None
+    ) -> Response:
+        """Stored hosts (of ``pool``, when given) and their pools, by name (paged)."""
+        page = [api.host_json(record) for record in hosts().list(pool, limit, after)]
+        return _json(page, _page_headers(request, [h["host"] for h in page], limit))
 
     @app.delete(
         "/api/hosts/{name}", status_code=204, tags=["fleet"], dependencies=[Depends(writer)]
@@ -305,7 +432,9 @@ def create_app(db_url: str | None, token: str | None) -> FastAPI:
     @app.post("/api/hosts", status_code=201, tags=["fleet"], dependencies=[Depends(writer)])
     def add_host(
         snapshot: Annotated[dict[str, Any], Body(description="a host snapshot")],
-        pool: Annotated[list[str] | None, Query(description="pool(s) for the host")] = None,
+        pool: Annotated[
+            list[Name] | None, Query(max_length=HOSTS_MAX, description="pool(s) for the host")
+        ] = None,
     ) -> dict[str, Any]:
         """Store a host snapshot (a known host is refreshed) in the pools of ``?pool=`` and of
         the body's ``pools`` field. Needs the bearer token."""
@@ -313,49 +442,80 @@ def create_app(db_url: str | None, token: str | None) -> FastAPI:
         extra = data.pop("pools", [])
         if not isinstance(extra, list) or not all(isinstance(p, str) for p in extra):
             raise CpuverError("pools: expected a list of pool names")
+        if len(extra) > HOSTS_MAX:
+            raise CpuverError(f"pools: at most {HOSTS_MAX} pools per host")
         host = from_json(data, "request body")
         record = api.add_host(hosts(), host, list(dict.fromkeys([*(pool or []), *extra])))
         return api.host_json(record)
 
-    @app.get("/api/pools", tags=["fleet"])
-    def list_pools() -> list[dict[str, Any]]:
-        """Every pool with its hosts."""
-        return [{"pool": p.name, "hosts": list(p.hosts)} for p in hosts().pools()]
+    @app.get("/api/pools", tags=["fleet"], response_model=list[dict[str, Any]])
+    def list_pools(request: Request, limit: Limit = PAGE_DEFAULT, after: After = None) -> Response:
+        """Every pool with its hosts, by name (paged)."""
+        page = [{"pool": p.name, "hosts": list(p.hosts)} for p in hosts().pools(limit, after)]
+        return _json(page, _page_headers(request, [p["pool"] for p in page], limit))
 
-    @app.get("/api/pools/{pool}/best", tags=["fleet"])
-    def pool_best(
+    # SQLite answers the change counter from a local file in microseconds: a kept answer is
+    # then sent from the event loop; a database server is asked from a worker thread
+    local_store = db_url is None or db_url.startswith("sqlite")
+
+    async def kept(
         pool: str,
-        spec: str,
-        qemu: str | None = None,
-        machine: str | None = None,
+        qemu: str | None,
+        machine: str | None,
+        accel: str,
+        question: tuple[object, ...],
+        answer: Callable[[Any], Any],
+    ) -> Response:
+        """A pool answer as ready JSON, kept in memory until the pool changes."""
+        catalog = api.open_catalog(qemu)
+        args = (hosts(), pool, catalog, accel, machine, question)
+        body = api.fresh_answer(*args) if local_store else None
+        if body is None:
+            body = await run_in_threadpool(
+                api.kept_answer, *args, lambda fleet: orjson.dumps(answer(fleet))
+            )
+        return Response(body, media_type="application/json")
+
+    @app.get("/api/pools/{pool}/best", tags=["fleet"], response_model=dict[str, Any])
+    async def pool_best(
+        pool: str,
+        spec: Annotated[str, Query(min_length=1, max_length=SPEC_MAX_CHARS)],
+        qemu: ReleaseQuery = None,
+        machine: MachineQuery = None,
         accel: Accel = "kvm",
-    ) -> dict[str, Any]:
+    ) -> Response:
         """The newest version of the spec's model every host of the pool runs (as
         ``cpuver pool best --json``)."""
-        fleet = api.pool_fleet(hosts(), pool, api.open_catalog(qemu), accel, machine)
-        return api.pool_best_json(pool, api.pool_best(fleet, spec))
+        return await kept(
+            pool, qemu, machine, accel, ("best", spec),
+            lambda fleet: api.pool_best_json(pool, api.pool_best(fleet, spec)),
+        )  # fmt: skip
 
-    @app.get("/api/pools/{pool}/matrix", tags=["fleet"])
-    def pool_matrix(
-        pool: str, qemu: str | None = None, machine: str | None = None, accel: Accel = "kvm"
-    ) -> dict[str, Any]:
+    @app.get("/api/pools/{pool}/matrix", tags=["fleet"], response_model=dict[str, Any])
+    async def pool_matrix(
+        pool: str, qemu: ReleaseQuery = None, machine: MachineQuery = None, accel: Accel = "kvm"
+    ) -> Response:
         """Hosts x model versions: which runs where (as ``cpuver pool matrix --json``)."""
-        fleet = api.pool_fleet(hosts(), pool, api.open_catalog(qemu), accel, machine)
-        return {
-            "pool": pool,
-            "hosts": list(fleet.hosts),
-            "versions": list(fleet.versions),
-            "runs": [[bool(x) for x in row] for row in fleet.matrix().tolist()],
-        }
+        return await kept(
+            pool, qemu, machine, accel, ("matrix",),
+            lambda fleet: {
+                "pool": pool,
+                "hosts": list(fleet.hosts),
+                "versions": list(fleet.versions),
+                "runs": [[bool(x) for x in row] for row in fleet.matrix().tolist()],
+            },
+        )  # fmt: skip
 
-    @app.get("/api/pools/{pool}/baseline", tags=["fleet"])
-    def pool_baseline(
-        pool: str, qemu: str | None = None, machine: str | None = None, accel: Accel = "kvm"
-    ) -> dict[str, Any]:
+    @app.get("/api/pools/{pool}/baseline", tags=["fleet"], response_model=dict[str, Any])
+    async def pool_baseline(
+        pool: str, qemu: ReleaseQuery = None, machine: MachineQuery = None, accel: Accel = "kvm"
+    ) -> Response:
         """Per model family, the newest version every host of the pool runs (as ``cpuver pool
         baseline --json``)."""
-        fleet = api.pool_fleet(hosts(), pool, api.open_catalog(qemu), accel, machine)
-        return {"pool": pool, "hosts": list(fleet.hosts), "best": fleet.baseline()}
+        return await kept(
+            pool, qemu, machine, accel, ("baseline",),
+            lambda fleet: {"pool": pool, "hosts": list(fleet.hosts), "best": fleet.baseline()},
+        )  # fmt: skip
 
     @app.post("/api/pools/{pool}/what-if", tags=["fleet"])
     def pool_what_if(pool: str, request: WhatIfRequest) -> dict[str, Any]:
@@ -369,23 +529,11 @@ def create_app(db_url: str | None, token: str | None) -> FastAPI:
         )  # fmt: skip
         return api.what_if_json(pool, drop, add, request.hosts, outcome)
 
-    @app.get("/api/guests", tags=["guests"])
-    def list_guests() -> list[dict[str, Any]]:
-        """Every stored guest with its pinned CPU."""
-        return [
-            {
-                "name": guest.name,
-                "state": guest.state,
-                "host": guest.host,
-                "cpu": guest.pin.name,
-                "machine": guest.pin.machine,
-                "accel": guest.pin.accel,
-                "pending": guest.pending.name if guest.pending else None,
-                "fingerprint": guest.pin.fingerprint,
-                "generation": guest.generation,
-            }
-            for guest in api.list_guests(guests())
-        ]
+    @app.get("/api/guests", tags=["guests"], response_model=list[dict[str, Any]])
+    def list_guests(request: Request, limit: Limit = PAGE_DEFAULT, after: After = None) -> Response:
+        """Every stored guest with its pinned CPU, by name (paged)."""
+        page = api.guest_rows(guests(), limit, after)
+        return _json(page, _page_headers(request, [str(g["name"]) for g in page], limit))
 
     @app.get("/api/guests/{name}", tags=["guests"])
     def get_guest(name: str) -> dict[str, Any]:
@@ -406,7 +554,7 @@ def create_app(db_url: str | None, token: str | None) -> FastAPI:
         return guest.to_json()
 
     @app.get("/api/guests/{name}/targets", tags=["guests"])
-    def guest_targets(name: str, pool: str | None = None) -> dict[str, Any]:
+    def guest_targets(name: str, pool: Name | None = None) -> dict[str, Any]:
         """Hosts (of ``pool``, when given) the guest's pinned CPU runs on, and what each other
         host lacks (as ``cpuver fleet targets --json``)."""
         return api.targets_json(*api.guest_targets(hosts(), guests(), name, pool))

@@ -5,6 +5,8 @@ dashboard, the REST routes and the CLI agree. There is no template engine and no
 framework: a page is a few f-strings (every stored or user-given value goes through :func:`_e`),
 one CSS file and a little JavaScript (tooltips, the family filter) served from ``/static``.
 Unknown names (pool, model, QEMU release ...) give a 404 page, other cpuver errors a 400 page.
+Long lists are paged (``?limit=&after=``, a "Next page" link): the guests and a pool's heatmap
+rows.
 """
 
 from __future__ import annotations
@@ -13,15 +15,17 @@ import gzip
 from collections.abc import Callable, Iterable, Mapping
 from html import escape
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import quote, urlencode
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from starlette.staticfiles import StaticFiles
 
 from cpuver import api
 from cpuver.errors import CpuverError
+from cpuver.names import NAME_MAX
+from cpuver.store import StoreUnavailable
 
 if TYPE_CHECKING:
     from cpuver.fleet import Fleet
@@ -33,6 +37,9 @@ MEMBERS_SHOWN = 8
 """Host names listed per pool on the overview (a pool of hundreds would drown the page)."""
 FINGERPRINT_SHOWN = 12
 GZIP_FROM_BYTES = 32_768
+PAGE_DEFAULT = 100
+PAGE_MAX = 1000
+RETRY_AFTER_S = 5
 
 
 def _e(value: object) -> str:
@@ -82,17 +89,20 @@ def _rendered(
     3 MB of HTML (every blocked cell names what its host lacks) and 0.2 MB compressed. Only
     the dashboard does this; the JSON routes stay as they are."""
     status = 200
+    headers = {"Vary": "Accept-Encoding"}
     try:
         title, body = render()
     except CpuverError as err:
         status, title = (404, "Not found") if isinstance(err, LookupError) else (400, "Error")
+        if isinstance(err, StoreUnavailable):
+            status, title = 503, "Unavailable"
+            headers["Retry-After"] = str(RETRY_AFTER_S)
         message = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
         body = (
             f'<h1>{title}</h1><p class="error" role="alert">{_e(message)}</p>'
             '<p><a href="/">Back to the overview</a></p>'
         )
     page = _page(title, body, current if status == 200 else "").encode()
-    headers = {"Vary": "Accept-Encoding"}
     if len(page) >= GZIP_FROM_BYTES and "gzip" in request.headers.get("accept-encoding", ""):
         page = gzip.compress(page, compresslevel=5)
         headers["Content-Encoding"] = "gzip"
@@ -114,8 +124,8 @@ def _chips(names: Iterable[str], css: str, sign: str = "") -> str:
 def _overview(host_store: HostStore, guest_store: GuestStore, qemu: str | None) -> tuple[str, str]:
     catalog = api.open_catalog(qemu)
     pools = host_store.pools()
-    host_count = len(host_store.list())
-    guest_count = len(guest_store.list())
+    host_count = host_store.count()
+    guest_count = guest_store.count()
     stats = (
         ("#pools", len(pools), "pools"),
         ("#pools", host_count, "hosts"),
@@ -167,11 +177,24 @@ def _overview(host_store: HostStore, guest_store: GuestStore, qemu: str | None) 
 # -- pool heatmap ---------------------------------------------------------------------------------
 
 
+def _next_page(path: str, last: str | None, limit: int, **query: str | None) -> str:
+    """A "Next page" link after ``last`` (None: this is the last page)."""
+    if last is None:
+        return ""
+    href = _url(path, **query, after=last, limit=str(limit))
+    return f'<p class="pager"><a rel="next" href="{_e(href)}">Next page</a></p>'
+
+
 def _pool_page(
-    host_store: HostStore, pool: str, qemu: str | None, machine: str | None, accel: str
+    host_store: HostStore,
+    pool: str,
+    qemu: str | None,
+    machine: str | None,
+    accel: str,
+    page: tuple[int, str | None] = (PAGE_DEFAULT, None),
 ) -> tuple[str, str]:
     catalog = api.open_catalog(qemu)
-    fleet = api.pool_fleet(host_store, pool, catalog, accel, machine)
+    _generation, fleet = api.kept_pool_fleet(host_store, pool, catalog, accel, machine)
     families = fleet.models()
     best = fleet.baseline()
     form = _params_form(qemu, machine, fleet.accel)
@@ -183,7 +206,7 @@ def _pool_page(
         f"<h1>Pool {_e(pool)}</h1>{summary}{form}"
         '<input id="family-filter" class="filter" type="search" autocomplete="off" '
         'placeholder="Filter model families, e.g. haswell" aria-label="Filter model families">'
-        f"{_best_list(families, best, qemu)}{_heatmap(fleet, families, best, qemu)}"
+        f"{_best_list(families, best, qemu)}{_heatmap(fleet, families, best, qemu, page)}"
     )
     return f"Pool {pool}", body
 
@@ -224,10 +247,20 @@ def _best_list(families: tuple[str, ...], best: Mapping[str, str | None], qemu: 
 
 
 def _heatmap(
-    fleet: Fleet, families: tuple[str, ...], best: Mapping[str, str | None], qemu: str | None
+    fleet: Fleet,
+    families: tuple[str, ...],
+    best: Mapping[str, str | None],
+    qemu: str | None,
+    page: tuple[int, str | None] = (PAGE_DEFAULT, None),
 ) -> str:
-    """Hosts x versions; columns grouped by family. Cells of family ``i`` carry class ``f<i>``,
-    so the filter hides a family with one CSS rule instead of touching every cell."""
+    """Hosts x versions (a page of hosts); columns grouped by family. Cells of family ``i``
+    carry class ``f<i>``, so the filter hides a family with one CSS rule instead of touching
+    every cell."""
+    limit, after = page
+    shown_hosts = sorted(h for h in fleet.hosts if after is None or h > after)
+    more = shown_hosts[limit - 1] if len(shown_hosts) > limit else None
+    shown_hosts = shown_hosts[:limit]
+    row_of = {host: row for row, host in enumerate(fleet.hosts)}
     runs = fleet.matrix()
     column_of = {version: i for i, version in enumerate(fleet.versions)}
     family_row = ['<th class="corner" rowspan="2" scope="col">Host</th>']
@@ -251,7 +284,8 @@ def _heatmap(
             )
             columns.append((version, index))
     rows = []
-    for row, host in enumerate(fleet.hosts):
+    for host in shown_hosts:
+        row = row_of[host]
         cells = [f'<th class="host" scope="row">{_e(host)}</th>']
         for version, index in columns:
             where = {"data-host": host, "data-version": version}
@@ -279,6 +313,7 @@ def _heatmap(
         f'<h2>Hosts &times; versions</h2>{legend}<div class="table-wrap heatmap-wrap">'
         f'<table class="heatmap" id="heatmap"><thead><tr>{"".join(family_row)}</tr>'
         f"<tr>{''.join(version_row)}</tr></thead><tbody>{body}</tbody></table></div>"
+        f"{_next_page('', more, limit, qemu=qemu)}"
     )
 
 
@@ -371,9 +406,16 @@ def _timeline_item(row: Mapping[str, Any]) -> str:
 # -- guests ---------------------------------------------------------------------------------------
 
 
-def _guests_page(host_store: HostStore, guest_store: GuestStore) -> tuple[str, str]:
+def _guests_page(
+    host_store: HostStore,
+    guest_store: GuestStore,
+    limit: int = PAGE_DEFAULT,
+    after: str | None = None,
+) -> tuple[str, str]:
     rows = []
-    for guest, found in api.every_guest_targets(host_store, guest_store):
+    listed = api.every_guest_targets(host_store, guest_store, limit=limit, after=after)
+    last = listed[-1][0].name if len(listed) == limit else None
+    for guest, found in listed:
         pin = guest.pin
         targets = _targets(guest.name, found)
         pending = _e(guest.pending.name) if guest.pending else '<span class="muted">—</span>'
@@ -397,10 +439,12 @@ def _guests_page(host_store: HostStore, guest_store: GuestStore) -> tuple[str, s
         else '<p class="empty">No guests yet: define one with '
         "<code>cpuver domain define GUEST.json</code>.</p>"
     )
+    total = guest_store.count()
+    counted = _count(total, "guest") + (f" (showing {len(rows)})" if len(rows) < total else "")
     body = (
-        f'<h1>Guests</h1><p class="meta">{_count(len(rows), "guest")} · a migration target is a '
+        f'<h1>Guests</h1><p class="meta">{counted} · a migration target is a '
         "stored host offering every pinned feature (hover a struck-out host for what it lacks)</p>"
-        f"{table}"
+        f"{table}{_next_page('/guests', last, limit)}"
     )
     return "Guests", body
 
@@ -438,13 +482,17 @@ def add_dashboard(
     def pool_page(
         request: Request,
         pool: str,
-        qemu: str | None = None,
-        machine: str | None = None,
-        accel: str = "kvm",
+        qemu: Annotated[str | None, Query(max_length=16)] = None,
+        machine: Annotated[str | None, Query(max_length=64)] = None,
+        accel: Annotated[str, Query(max_length=8)] = "kvm",
+        limit: Annotated[int, Query(ge=1, le=PAGE_MAX)] = PAGE_DEFAULT,
+        after: Annotated[str | None, Query(max_length=NAME_MAX)] = None,
     ) -> Response:
         return _rendered(
             request,
-            lambda: _pool_page(hosts(), pool, qemu or None, machine or None, accel or "kvm"),
+            lambda: _pool_page(
+                hosts(), pool, qemu or None, machine or None, accel or "kvm", (limit, after)
+            ),
         )
 
     @app.get("/models", response_class=HTMLResponse, include_in_schema=False)
@@ -456,5 +504,9 @@ def add_dashboard(
         return _rendered(request, lambda: _model_page(name, qemu or None), "/models")
 
     @app.get("/guests", response_class=HTMLResponse, include_in_schema=False)
-    def guests_page(request: Request) -> Response:
-        return _rendered(request, lambda: _guests_page(hosts(), guests()), "/guests")
+    def guests_page(
+        request: Request,
+        limit: Annotated[int, Query(ge=1, le=PAGE_MAX)] = PAGE_DEFAULT,
+        after: Annotated[str | None, Query(max_length=NAME_MAX)] = None,
+    ) -> Response:
+        return _rendered(request, lambda: _guests_page(hosts(), guests(), limit, after), "/guests")

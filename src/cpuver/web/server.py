@@ -5,16 +5,25 @@ spreads new connections evenly over the workers; with one shared socket (uvicorn
 ``workers``), one worker's accept loop took whole bursts of connections and throughput swung 2x
 between runs (bench/bench_service.py). The parent binds every socket before starting a worker,
 so a port in use is reported once, by the parent, and workers get their settings (store, token)
-as arguments, never through the environment.
+as arguments, never through the environment. The parent keeps the sockets and watches the
+workers: one that dies is replaced by a new worker on the same socket (connections that arrived
+meanwhile wait in its queue), so the server never runs on at part of its capacity.
+
+Requests must name the server in their ``Host`` header (:func:`server_names`, plus
+``--allowed-host``): a web page of another site cannot read the service through DNS rebinding.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import multiprocessing
+import multiprocessing.connection
 import signal
 import socket
 import sys
+import time
+from collections.abc import Sequence
 from types import FrameType
 from typing import Any
 
@@ -26,6 +35,31 @@ from cpuver.errors import CpuverError
 from cpuver.web.app import create_app
 
 LISTEN_BACKLOG = 2048
+RESTART_PAUSE_S = 1.0
+"""A worker that dies within this long of its start is replaced only after this pause (no
+busy loop of restarts when every new worker fails at once)."""
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+WILDCARDS = ("", "0.0.0.0", "::")
+
+
+def server_names(host: str, extra: Sequence[str] = ()) -> list[str]:
+    """The names a request may give in ``Host``: the address listened on, loopback names when
+    it is a loopback or wildcard address, this machine's names on a wildcard one, and
+    ``extra`` (``--allowed-host``)."""
+    names = [host, *extra]
+    if host in WILDCARDS or host.startswith("127.") or host in ("::1", "localhost"):
+        names += LOOPBACK_NAMES
+    if host in WILDCARDS:
+        names += [socket.gethostname(), socket.getfqdn(), *_addresses(socket.gethostname())]
+    return list(dict.fromkeys(name for name in names if name))
+
+
+def _addresses(name: str) -> list[str]:
+    """The addresses ``name`` resolves to (none when it does not)."""
+    try:
+        return socket.gethostbyname_ex(name)[2]
+    except OSError:
+        return []
 
 
 class NoDelayHttp(HttpToolsProtocol):
@@ -47,9 +81,11 @@ def serve(
     token: str | None,
     workers: int = 1,
     access_log: bool = True,
+    allowed_hosts: Sequence[str] = (),
 ) -> None:
     """Run the service until interrupted: ``workers`` processes on ``host:port``, a line per
-    request on stdout when ``access_log``.
+    request on stdout when ``access_log``; ``Host`` may be :func:`server_names` or
+    ``allowed_hosts``.
 
     The store's schema is created or upgraded here, once, before any request: a database that
     cannot be opened stops the server at once, and workers never migrate it.
@@ -64,35 +100,62 @@ def serve(
     options: dict[str, Any] = dict(
         log_level="info", access_log=access_log, http=NoDelayHttp, loop="asyncio"
     )
+    names = server_names(host, allowed_hosts)
     if workers == 1:
-        _run_worker(_listening_socket(host, port, shared=False), db_url, token, options)
+        _run_worker(_listening_socket(host, port, shared=False), db_url, token, names, options)
         return
     # SO_REUSEPORT would also let another server of the same user share the port unnoticed:
     # first claim it alone (which also picks the port when 0 was asked for), then as a group.
     with _listening_socket(host, port, shared=False) as alone:
         port = alone.getsockname()[1]
     sockets = [_listening_socket(host, port, shared=True) for _ in range(workers)]
+    _supervise(sockets, (db_url, token, names, options))
+
+
+def _supervise(sockets: list[socket.socket], settings: tuple[Any, ...]) -> None:
+    """Run a worker per socket until SIGTERM or SIGINT; a worker that dies meanwhile is
+    replaced on its socket."""
     context = multiprocessing.get_context("spawn")
-    processes = [
-        context.Process(
-            target=_run_worker, args=(sock, db_url, token, options), name=f"cpuver-serve-{n}"
+    stopping = False
+
+    def start(n: int) -> tuple[multiprocessing.process.BaseProcess, float]:
+        process = context.Process(
+            target=_run_worker, args=(sockets[n], *settings), name=f"cpuver-serve-{n + 1}"
         )
-        for n, sock in enumerate(sockets, 1)
-    ]
-    for process in processes:
         process.start()
-    for sock in sockets:
-        sock.close()
+        return process, time.monotonic()
+
+    running = {n: start(n) for n in range(len(sockets))}
 
     def stop(_signal: int, _frame: FrameType | None) -> None:
-        for process in processes:
+        nonlocal stopping
+        stopping = True
+        for process, _started in running.values():
             if process.is_alive():
                 process.terminate()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    for process in processes:
-        process.join()
+    while running:
+        by_sentinel = {process.sentinel: n for n, (process, _started) in running.items()}
+        for sentinel in multiprocessing.connection.wait(list(by_sentinel)):
+            n = by_sentinel[sentinel]  # type: ignore[index]
+            process, started = running.pop(n)
+            process.join()
+            if stopping:
+                continue
+            print(
+                f"cpuver serve: worker {n + 1} (pid {process.pid}) exited with code "
+                f"{process.exitcode}; starting a new one",
+                file=sys.stderr,
+                flush=True,
+            )
+            if time.monotonic() - started < RESTART_PAUSE_S:
+                time.sleep(RESTART_PAUSE_S)
+            if not stopping:
+                running[n] = start(n)
+    for sock in sockets:
+        sock.close()
 
 
 def _listening_socket(host: str, port: int, shared: bool) -> socket.socket:
@@ -111,8 +174,16 @@ def _listening_socket(host: str, port: int, shared: bool) -> socket.socket:
 
 
 def _run_worker(
-    sock: socket.socket, db_url: str | None, token: str | None, options: dict[str, Any]
+    sock: socket.socket,
+    db_url: str | None,
+    token: str | None,
+    names: Sequence[str],
+    options: dict[str, Any],
 ) -> None:
     """One worker: the app on its own listening socket (also the whole server when alone)."""
-    config = uvicorn.Config(create_app(db_url, token), **options)
+    # the store's details of a database error (one line) go to the server's log
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
+    logging.getLogger("cpuver").addHandler(handler)
+    config = uvicorn.Config(create_app(db_url, token, names), **options)
     uvicorn.Server(config).run(sockets=[sock])

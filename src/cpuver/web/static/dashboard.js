@@ -45,17 +45,19 @@ document.addEventListener("mouseover", (event) => {
 document.addEventListener("scroll", () => { if (!tip.hidden) place(); }, true);
 
 // The family filter: elements naming a family carry data-family and data-col (a class every
-// cell of that family has); one generated CSS rule hides the families that do not match.
+// cell of that family has); one generated CSS rule hides the families that do not match. The
+// rule lives in a constructed style sheet: the page's Content-Security-Policy refuses <style>
+// elements made by scripts.
 function setUpFilter(input) {
   const families = [...document.querySelectorAll("[data-family][data-col]")];
-  const rule = document.createElement("style");
-  document.head.append(rule);
+  const sheet = new CSSStyleSheet();
+  document.adoptedStyleSheets = [...document.adoptedStyleSheets, sheet];
   input.addEventListener("input", () => {
     const text = input.value.trim().toLowerCase();
     const hidden = families
       .filter((element) => text && !element.dataset.family.toLowerCase().includes(text))
       .map((element) => `.${element.dataset.col}`);
-    rule.textContent = hidden.length ? `${hidden.join(",")} { display: none; }` : "";
+    sheet.replaceSync(hidden.length ? `${hidden.join(",")} { display: none; }` : "");
   });
 }
 

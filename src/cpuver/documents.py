@@ -1,0 +1,97 @@
+"""User documents as text, the way their format reads them, and JSON read without surprises.
+
+A file of any bytes must give a one-line error, never a traceback: XML is decoded as XML says
+(a byte order mark, else the encoding its declaration names, else UTF-8), JSON as RFC 8259 says
+(UTF-8, or UTF-16/32 told apart by the zero bytes as Python's ``json`` does), TOML as UTF-8.
+A byte that does not decode is named with its offset. :func:`load_json` turns what the ``json``
+module raises besides syntax errors (nesting deeper than the interpreter's stack, integers of
+thousands of digits) into the same kind of error. Pure: bytes in, text or values out.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import re
+from typing import Any
+
+from cpuver.errors import CpuverError
+
+_XML_DECLARATION = re.compile(rb"""<\?xml[^>]*?encoding\s*=\s*["']([A-Za-z0-9._-]{1,40})["']""")
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+_XML_BOMS = tuple(bom + b"<" for bom, _encoding in _BOMS)
+
+
+class UnreadableDocument(CpuverError):
+    """A document whose bytes or structure cannot be read (``source`` names it)."""
+
+
+def _decode(data: bytes, encoding: str, source: str, why: str) -> str:
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as err:
+        bad = data[err.start : err.start + 1].hex()
+        raise UnreadableDocument(
+            f"{source}: not {why} text: byte 0x{bad} at offset {err.start} does not decode"
+        ) from err
+
+
+def xml_text(data: bytes, source: str) -> str:
+    """The text of an XML document as XML decodes it (BOM, declared encoding, else UTF-8)."""
+    for bom, encoding in _BOMS:
+        if data.startswith(bom):
+            return _decode(data, encoding, source, encoding.upper().removesuffix("-SIG"))
+    declared = _XML_DECLARATION.match(data.lstrip()[:200])
+    if declared is not None:
+        name = declared[1].decode("ascii")
+        try:
+            codec = codecs.lookup(name)
+        except LookupError as err:
+            raise UnreadableDocument(
+                f"{source}: the XML declaration names an unknown encoding {name!r}"
+            ) from err
+        return _decode(data, codec.name, source, f"{name} (as its XML declaration says)")
+    return _decode(data, "utf-8", source, "UTF-8")
+
+
+def json_text(data: bytes, source: str) -> str:
+    """The text of a JSON document (UTF-8, UTF-16 or UTF-32, as ``json`` detects them)."""
+    encoding = json.detect_encoding(data)
+    return _decode(data, encoding, source, encoding.upper().removesuffix("-SIG"))
+
+
+def utf8_text(data: bytes, source: str) -> str:
+    """The text of a UTF-8 document (TOML, or a format that is not known yet)."""
+    return _decode(data, "utf-8", source, "UTF-8")
+
+
+def text_of(data: bytes, source: str) -> str:
+    """The text of a guest or host document of any accepted format, told by ``source``'s suffix
+    (``.xml``, ``.json``, ``.toml``), else by its first bytes."""
+    suffix = source.rsplit(".", 1)[-1].lower() if "." in source else ""
+    start = data.lstrip()[:4]
+    if suffix == "xml" or (suffix not in ("json", "toml") and start.startswith((b"<", *_XML_BOMS))):
+        return xml_text(data, source)
+    if suffix == "toml":
+        return utf8_text(data, source)
+    return json_text(data, source)
+
+
+def load_json(text: str, source: str) -> Any:
+    """``json.loads`` whose every failure is an :class:`UnreadableDocument` naming the place."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise UnreadableDocument(
+            f"{source}: not valid JSON at line {err.lineno} column {err.colno}: {err.msg}"
+        ) from err
+    except RecursionError as err:
+        raise UnreadableDocument(f"{source}: JSON nested too deeply to read") from err
+    except ValueError as err:  # an integer of more digits than Python converts
+        raise UnreadableDocument(f"{source}: JSON holds a number too long to read") from err
