@@ -22,6 +22,7 @@ from pathlib import Path
 import bench_cold_start
 import bench_define
 import bench_fleet
+import bench_libvirt
 import bench_probe
 import bench_reads
 import bench_resolve
@@ -81,6 +82,7 @@ def main() -> int:
         bench_fleet.run,
         lambda: bench_service.run([2], [4, 16, 64], args.service_seconds),
         lambda: bench_reads.run(args.service_seconds),
+        bench_libvirt.run,
     ]
     for step in steps:
         for result in step():

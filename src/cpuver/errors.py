@@ -7,7 +7,9 @@ turn any of them into one clear line without a traceback. Errors about text a us
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+TYPE_CHECKING = False  # not typing's: cpuver's libvirt hook imports this and starts fast
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
 
 SHOWN_MAX = 60
 """Characters of a user's text quoted in an error; the rest is counted, never echoed."""

@@ -15,7 +15,8 @@ import pytest
 
 from cpuver.api import open_catalog
 from cpuver.domain.pinning import pin
-from cpuver.domain.xml import domain_xml, read_domain_xml
+from cpuver.domain.xml import pinned_document, read_domain_xml, skeleton
+from cpuver.emit.libvirt import pinned_cpu
 from cpuver.host.capabilities import HostCapabilities
 from cpuver.resolve import Resolver
 
@@ -37,7 +38,8 @@ def written(spec: str, machine: str = "pc-q35-10.0", accel: str = "kvm") -> str:
     catalog = open_catalog("10.0")
     host = HostCapabilities("hv1", {"kvm": catalog.known_features, "tcg": catalog.tcg_offers})
     resolution = Resolver(catalog, machine, accel, host).resolve(spec)
-    return domain_xml("web1", machine, pin(resolution, catalog), catalog)
+    pinned = pin(resolution, catalog)
+    return pinned_document(skeleton("web1", machine, accel), pinned_cpu(pinned, catalog))
 
 
 def validate(xml: str, rng: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:
@@ -60,6 +62,7 @@ def validate(xml: str, rng: Path, tmp_path: Path) -> subprocess.CompletedProcess
         "EPYC-Rome-v4,-xsaves",
         "Haswell,version=2.4.0",
         "YongFeng-v2",
+        "Haswell-v4,-kvmclock,+kvm-pv-unhalt,-kvm-pv-eoi,+kvm-hint-dedicated",
     ],
 )
 def test_written_domain_xml_is_valid_for_libvirt(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -166,3 +167,95 @@ def test_xml_with_an_entity_is_refused(
     code, _out, err = run(capsys, "domain", "define", str(evil), *db)
     assert code == 1
     assert "cpuver: error:" in err
+
+
+# -- update-cpu: what an explicit update keeps, checks and refuses --------------------------------
+
+
+def defined_with(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, db: list[str], cpu: str
+) -> None:
+    code, _out, err = run(
+        capsys, "domain", "define", guest_file(tmp_path, cpu), "--accel", "kvm", *db
+    )
+    assert code == 0, err
+
+
+def test_update_keeps_the_guests_own_feature_changes_and_says_so(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, db: list[str]
+) -> None:
+    defined_with(capsys, tmp_path, db, "Haswell-v2,-avx2,+vmx")
+    code, out, err = run(
+        capsys, "domain", "update-cpu", "web1", "--to", "v4", "--accept-signature-change", *db
+    )
+    assert code == 0, err
+    assert "kept the guest's own changes: -avx2, +vmx" in out
+    assert "+avx2" not in out.split()
+    pin = json.loads(json.dumps(api_guest(db).pin.to_json()))
+    assert "avx2" in pin["features"]["off"] and "vmx" in pin["features"]["on"]
+    assert pin["version"] == "Haswell-v4"
+
+
+def api_guest(db: list[str]) -> Any:
+    from cpuver import api
+
+    return api.get_guest(api.open_store(db[1]), "web1")
+
+
+def test_to_takes_a_version_never_a_spec(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, db: list[str]
+) -> None:
+    defined_with(capsys, tmp_path, db, "Haswell-v2")
+    code, _out, err = run(capsys, "domain", "update-cpu", "web1", "--to", "v2,-pcid", *db)
+    assert code == 1
+    assert "--to: 'v2,-pcid' is not a version (best, latest, vN or X.Y.Z)" in err
+
+
+def test_a_version_the_given_host_cannot_run_is_refused_unless_forced(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, db: list[str]
+) -> None:
+    defined_with(capsys, tmp_path, db, "Haswell-v2")
+    host = kvm_host_file(tmp_path, "hv1", "Haswell-v2")
+    code, _out, err = run(
+        capsys, "domain", "update-cpu", "web1", "--to", "v4", "--host", host, *db
+    )
+    assert code == 1
+    assert "cannot update the CPU of guest 'web1' to Haswell-v4: hv1 lacks" in err
+    forced = run(
+        capsys, "domain", "update-cpu", "web1", "--to", "v4", "--host", host, "--force",
+        "--accept-signature-change", *db,
+    )  # fmt: skip
+    assert forced[0] == 0 and api_guest(db).pin.version == "Haswell-v4"
+
+
+def test_an_explicit_version_is_checked_against_the_pool(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, db: list[str]
+) -> None:
+    defined_with(capsys, tmp_path, db, "Haswell-v2")
+    small = kvm_host_file(tmp_path, "hv2", "Haswell-v2")
+    assert run(capsys, "fleet", "add", small, "--pool", "rack", *db)[0] == 0
+    code, _out, err = run(
+        capsys, "domain", "update-cpu", "web1", "--to", "v4", "--pool", "rack", *db
+    )
+    assert code == 1 and "pool rack lacks" in err
+
+
+def test_without_host_or_pool_every_stored_host_of_the_accelerator_must_run_it(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, db: list[str]
+) -> None:
+    defined_with(capsys, tmp_path, db, "Haswell-v2")
+    assert run(capsys, "domain", "update-cpu", "web1", "--to", "v3", "--dry-run", *db)[0] == 0
+    small = kvm_host_file(tmp_path, "hv3", "Haswell-v2")
+    assert run(capsys, "fleet", "add", small, "--pool", "rack", *db)[0] == 0
+    code, _out, err = run(capsys, "domain", "update-cpu", "web1", "--to", "v3", *db)
+    assert code == 1 and "hv3 lacks" in err
+
+
+def kvm_host_file(tmp_path: Path, name: str, runs: str) -> str:
+    """A KVM host offering exactly what ``runs`` needs under pc-q35-10.0."""
+    catalog = open_catalog("10.0")
+    machine = catalog.machine("pc-q35-10.0")
+    offers = catalog.effective(catalog.lookup(runs), machine, "kvm").features
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps(HostCapabilities(name, {"kvm": offers}).to_json()))
+    return str(path)

@@ -1,15 +1,14 @@
-"""What we hand to QEMU (-cpu) and libvirt (<cpu> XML) builds exactly the resolved definition."""
+"""What we hand to QEMU (-cpu) builds exactly the resolved definition (libvirt XML: see
+test_emit_libvirt.py)."""
 
 from __future__ import annotations
 
 import dataclasses
-import xml.etree.ElementTree as ET
 
 import pytest
 
 from cpuver.api import open_catalog
 from cpuver.catalog import Catalog
-from cpuver.emit.libvirt import cpu_xml, inexpressible
 from cpuver.emit.qemu import cpu_arg
 from cpuver.models import Definition, Delta
 from cpuver.resolve import Resolution, Resolver
@@ -48,14 +47,6 @@ def applied(catalog: Catalog, arg: str, machine: str = "pc-q35-10.0") -> Definit
     """The definition QEMU builds from ``-cpu arg``: the named version, then the properties."""
     model, delta, _enforce = parse_cpu_arg(arg)
     return resolve(catalog, model, machine).definition.apply(delta)
-
-
-def xml_of(resolution: Resolution) -> ET.Element:
-    return ET.fromstring(cpu_xml(resolution))
-
-
-def features_by_policy(cpu: ET.Element, policy: str) -> set[str]:
-    return {f.attrib["name"] for f in cpu.findall("feature") if f.attrib["policy"] == policy}
 
 
 # ------------------------------------------------------------------------------ qemu -cpu
@@ -115,70 +106,3 @@ def test_cpu_arg_escapes_commas_in_a_model_id(q10: Catalog) -> None:
         resolution, changes=Delta(signature=(("model-id", "Haswell, renamed"),))
     )
     assert cpu_arg(renamed) == "Haswell-v1,model-id=Haswell,, renamed"
-
-
-# ------------------------------------------------------------------------------ libvirt
-
-
-def test_libvirt_cpu_is_custom_exact_with_full_check(q10: Catalog) -> None:
-    cpu = xml_of(resolve(q10, "Haswell-v4"))
-    assert cpu.tag == "cpu"
-    assert cpu.attrib == {"mode": "custom", "match": "exact", "check": "full"}
-
-
-def test_libvirt_model_is_the_versioned_name_without_fallback(q10: Catalog) -> None:
-    model = xml_of(resolve(q10, "Haswell")).find("model")
-    assert model is not None
-    assert (model.text, model.attrib) == ("Haswell-v1", {"fallback": "forbid"})
-
-
-def test_libvirt_features_require_and_disable_exactly_the_changes(q10: Catalog) -> None:
-    resolution = resolve(q10, "Haswell-v3,+pdpe1gb,+avx512f,-hle,-pcid")
-    cpu = xml_of(resolution)
-    assert features_by_policy(cpu, "require") == resolution.changes.on == {"pdpe1gb", "avx512f"}
-    assert features_by_policy(cpu, "disable") == resolution.changes.off == {"hle", "pcid"}
-    assert len(cpu.findall("feature")) == 4
-
-
-def test_libvirt_plain_version_has_no_feature_elements(q10: Catalog) -> None:
-    assert xml_of(resolve(q10, "Haswell-v4")).findall("feature") == []
-
-
-def test_libvirt_revision_disables_its_compat_features(q10: Catalog) -> None:
-    cpu = xml_of(resolve(q10, "Haswell,version=2.4.0"))
-    assert features_by_policy(cpu, "disable") == {"abm"}
-
-
-def test_libvirt_sets_the_vendor_only_when_it_changes(q10: Catalog) -> None:
-    resolution = resolve(q10, "Haswell-v4")
-    assert xml_of(resolution).find("vendor") is None
-    amd = dataclasses.replace(resolution, changes=Delta(signature=(("vendor", "AuthenticAMD"),)))
-    vendor = xml_of(amd).find("vendor")
-    assert vendor is not None
-    assert vendor.text == "AuthenticAMD"
-
-
-def test_libvirt_features_use_libvirt_spellings(q10: Catalog) -> None:
-    cpu = xml_of(resolve(q10, "Haswell-v1,-pclmulqdq,-lahf-lm"))
-    assert features_by_policy(cpu, "disable") == {"pclmuldq", "lahf_lm"}
-
-
-def test_libvirt_exact_definition_has_nothing_inexpressible(q10: Catalog) -> None:
-    resolution = resolve(q10, "Haswell-v3,+pdpe1gb,-hle")
-    assert inexpressible(resolution) == ()
-    assert "<!--" not in cpu_xml(resolution)
-
-
-def test_libvirt_keeps_a_signature_change_it_cannot_express_visible(q10: Catalog) -> None:
-    """libvirt has no element for stepping: the revision's stepping=1 stays as a comment."""
-    resolution = resolve(q10, "Haswell,version=2.4.0")
-    assert inexpressible(resolution) == ("stepping=1",)
-    assert "<!-- not expressible in libvirt: stepping=1 -->" in cpu_xml(resolution)
-
-
-def test_libvirt_keeps_a_feature_without_a_libvirt_name_visible(q10: Catalog) -> None:
-    resolution = resolve(q10, "Haswell-v4,-kvmclock")
-    cpu = xml_of(resolution)
-    assert "kvmclock" not in {f.attrib["name"] for f in cpu.findall("feature")}
-    assert inexpressible(resolution) == ("kvmclock=off",)
-    assert "<!-- not expressible in libvirt: kvmclock=off -->" in cpu_xml(resolution)

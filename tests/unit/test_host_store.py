@@ -35,7 +35,7 @@ def store(url: str) -> Iterator[HostStore]:
         yield opened
 
 
-def test_migration_creates_the_host_tables(url: str) -> None:
+def test_migrations_to_head_create_the_host_tables(url: str) -> None:
     HostStore(url).migrate()
     engine = create_engine(url)
     try:

@@ -7,9 +7,7 @@ Haswell-v4), extracted into tools/libvirt_x86_features.json.
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +15,7 @@ import pytest
 
 from cpuver.catalog import Catalog
 from cpuver.catalog.files import bundled_dir, load
-from cpuver.emit.libvirt import cpu_xml, inexpressible
 from cpuver.features import Feature, FeatureTable
-from cpuver.models import Delta
 from cpuver.resolve import Resolution, Resolver
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -122,56 +118,3 @@ def test_qemu_meaning_wins_over_a_libvirt_name_spelled_alike() -> None:
         ]
     )
     assert custom.canonical("shared") == "qemu-one"
-
-
-def test_libvirt_xml_uses_libvirt_names_and_parses(q10: Catalog) -> None:
-    resolution = dataclasses.replace(
-        resolve(q10, "Haswell-v1"),
-        changes=Delta(on=frozenset({"pcid", "tsc-adjust"}), off=frozenset({"hle", "lahf-lm"})),
-    )
-    cpu = ET.fromstring(cpu_xml(resolution))
-    features = {(f.attrib["policy"], f.attrib["name"]) for f in cpu.findall("feature")}
-    assert features == {
-        ("require", "pcid"),
-        ("require", "tsc_adjust"),
-        ("disable", "hle"),
-        ("disable", "lahf_lm"),
-    }
-
-
-def test_libvirt_xml_translates_a_renamed_feature_from_a_spec(q10: Catalog) -> None:
-    cpu = ET.fromstring(cpu_xml(resolve(q10, "Haswell-v1,pclmulqdq=off")))
-    assert [f.attrib["name"] for f in cpu.findall("feature")] == ["pclmuldq"]
-
-
-def test_feature_without_libvirt_name_becomes_a_comment(q10: Catalog) -> None:
-    resolution = resolve(q10, "Haswell-v1,+xstore,+pdpe1gb")
-    xml = cpu_xml(resolution)
-    assert "<!-- not expressible in libvirt: xstore=on -->" in xml
-    assert [f.attrib["name"] for f in ET.fromstring(xml).findall("feature")] == ["pdpe1gb"]
-
-
-def test_legacy_revision_signature_is_a_comment(q10: Catalog) -> None:
-    resolution = resolve(q10, "Haswell,version=2.4.0")
-    xml = cpu_xml(resolution)
-    assert "  <!-- not expressible in libvirt: stepping=1 -->\n" in xml
-    ET.fromstring(xml)
-
-
-def test_inexpressible_lists_signature_then_unnamed_features(q10: Catalog) -> None:
-    resolution = dataclasses.replace(
-        resolve(q10, "Haswell-v1"),
-        changes=Delta(
-            on=frozenset({"xstore", "pcid"}),
-            off=frozenset({"bhi-no"}),
-            signature=(("vendor", "AuthenticAMD"), ("stepping", 1)),
-        ),
-    )
-    assert inexpressible(resolution) == ("stepping=1", "xstore=on", "bhi-no=off")
-
-
-def test_model_id_with_double_dash_keeps_the_xml_valid(q10: Catalog) -> None:
-    resolution = dataclasses.replace(
-        resolve(q10, "Haswell-v1"), changes=Delta(signature=(("model-id", "CPU -- test--"),))
-    )
-    ET.fromstring(cpu_xml(resolution))

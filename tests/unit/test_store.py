@@ -136,6 +136,13 @@ def test_defined_guest_reads_back_at_generation_1(store: GuestStore) -> None:
     assert got.created.tzinfo is not None
 
 
+def test_the_definition_a_guest_came_from_is_kept_byte_for_byte(store: GuestStore) -> None:
+    text = "<domain type='qemu'>\n  <name>web1</name> <!-- mine -->\n</domain>\n"
+    store.define("web1", "shutoff", "pc-q35-10.0", PIN_1, "fp-1", reason="r", definition=text)
+    store.define("web2", "shutoff", "pc-q35-10.0", PIN_1, "fp-1", reason="r")
+    assert (store.get("web1").definition, store.get("web2").definition) == (text, None)
+
+
 def test_list_returns_every_guest_by_name(store: GuestStore) -> None:
     for name in ("db2", "web1", "app3"):
         define(store, name)
@@ -330,13 +337,13 @@ def test_history_of_a_name_never_defined_is_not_found(store: GuestStore) -> None
         store.history("nope")
 
 
-def test_migration_to_r0005_names_the_guest_of_every_history_row(url: str) -> None:
+def test_migration_to_r0006_names_the_guest_of_every_history_row(url: str) -> None:
     from alembic import command
 
     engine = create_engine(url)
     try:
-        with engine.begin() as conn:  # a database as an older cpuver (r0004) left it
-            command.upgrade(alembic_config(conn), "r0004")
+        with engine.begin() as conn:  # a database as an older cpuver (r0005) left it
+            command.upgrade(alembic_config(conn), "r0005")
             conn.exec_driver_sql(
                 "INSERT INTO guests (name, state, machine, pin_json, pin_fingerprint, "
                 "generation, created, updated) VALUES ('web1', 'shutoff', 'pc-q35-10.0', "

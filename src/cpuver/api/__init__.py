@@ -4,6 +4,7 @@
 ``hosts``     probe this host, read host files, compare snapshots, pick the accelerator
 ``guests``    stored guests: define and pin, lifecycle steps, the explicit CPU update
 ``running``   a guest's pinned CPU in a real QEMU process that outlives the command
+``libvirt_domains``  libvirt domains: pin in place, verify, update-cpu, hosts, the hook
 ``fleets``    hosts and pools, pool answers, what-if, where a guest's pin can go
 ``shapes``    the JSON shape of each answer (CLI ``--json`` and the service)
 ``refusals``  which errors are refusals (the state says no) rather than bad requests
@@ -43,6 +44,8 @@ from cpuver.api.fleets import (
     pool_best,
     pool_fleet,
     pool_host,
+    stored_hosts,
+    update_hosts,
 )
 from cpuver.api.guests import (
     cancel_cpu_update,
@@ -71,6 +74,20 @@ from cpuver.api.hosts import (
     read_host,
     stored_host,
     write_host,
+)
+from cpuver.api.libvirt_domains import (
+    PinnedDomain,
+    connect,
+    daemon_catalog,
+    domain_pin,
+    domain_targets,
+    install_hook,
+    pin_definition,
+    pin_domain,
+    pin_many,
+    probe_libvirt,
+    update_domain_cpu,
+    verify_domain,
 )
 from cpuver.api.refusals import is_refusal, refusals
 from cpuver.api.running import (
@@ -103,6 +120,7 @@ __all__ = [
     "Difference",
     "FamilyReport",
     "GuestImpact",
+    "PinnedDomain",
     "PoolBest",
     "RunningGuest",
     "Targets",
@@ -113,12 +131,16 @@ __all__ = [
     "cancel_cpu_update",
     "canonical_features",
     "check_guests",
+    "connect",
     "cpu_diff_json",
+    "daemon_catalog",
     "default_qemu_binary",
     "define_guest",
     "define_guest_text",
     "definitions_json",
     "difference",
+    "domain_pin",
+    "domain_targets",
     "end_strays",
     "error_json",
     "every_guest_targets",
@@ -136,6 +158,7 @@ __all__ = [
     "host_diff",
     "host_json",
     "import_catalog",
+    "install_hook",
     "is_refusal",
     "kept_answer",
     "kept_pool_fleet",
@@ -147,11 +170,15 @@ __all__ = [
     "open_host_store",
     "open_store",
     "pick_accel",
+    "pin_definition",
+    "pin_domain",
+    "pin_many",
     "pool_best",
     "pool_best_json",
     "pool_fleet",
     "pool_host",
     "probe_host",
+    "probe_libvirt",
     "probe_with_qemu",
     "read_host",
     "refusals",
@@ -165,9 +192,13 @@ __all__ = [
     "signature_text",
     "stop_running_guest",
     "stored_host",
+    "stored_hosts",
     "targets_json",
     "undefine_guest",
+    "update_domain_cpu",
     "update_guest_cpu",
+    "update_hosts",
+    "verify_domain",
     "what_if_json",
     "write_host",
 ]

@@ -38,20 +38,28 @@ def add_host_files(
     files: Sequence[str],
     pools: Sequence[str],
     progress: Callable[[str, int, int, str], None] | None = None,
+    connections: Sequence[str] = (),
 ) -> list[HostRecord]:
-    """Read each host snapshot (as :func:`read_host` does) and store it under its host name in
-    ``pools``; a host added before is refreshed (its old snapshot stays in the history).
-    Every file is read and checked before the first is stored, and all are stored in one
-    transaction: a bad file, an error or a kill stores none of them.
-    ``progress(verb, done, total, host)`` is called after each read ("read") and each store
-    ("added")."""
+    """Read each host snapshot (as :func:`read_host` does), and the host behind each libvirt
+    connection URI (its domcapabilities), and store them under their host names in ``pools``;
+    a host added before is refreshed (its old snapshot stays in the history). Everything is
+    read and checked before the first is stored, and all are stored in one transaction: a bad
+    file, an error or a kill stores none of them. ``progress(verb, done, total, host)`` is
+    called after each read ("read") and each store ("added")."""
+    from cpuver.api.libvirt_domains import probe_libvirt
+
     for pool in pools:
         check_name("pool", pool)
+    def from_file(argument: str) -> HostCapabilities:
+        return read_host(argument, db=store.url)
+
+    readers: list[Callable[[str], HostCapabilities]] = [from_file, probe_libvirt]
+    sources = [(readers[0], f) for f in files] + [(readers[1], c) for c in connections]
     read = []
-    for done, argument in enumerate(files, 1):
-        read.append(_storable(read_host(argument, db=store.url)))
+    for done, (reader, argument) in enumerate(sources, 1):
+        read.append(_storable(reader(argument)))
         if progress is not None:
-            progress("read", done, len(files), read[-1].name)
+            progress("read", done, len(sources), read[-1].name)
     report = (lambda done, total, host: progress("added", done, total, host)) if progress else None
     return store.add_many([(_snapshot_json(host), host.name) for host in read], pools, report)
 
@@ -73,6 +81,25 @@ def _snapshot_json(host: HostCapabilities) -> str:
 def add_host(store: HostStore, host: HostCapabilities, pools: Sequence[str]) -> HostRecord:
     """Store a host's snapshot (normalised) in ``pools``; a known host is refreshed."""
     return store.add(_snapshot_json(_storable(host)), host.name, pools)
+
+
+def update_hosts(
+    store: HostStore,
+    catalog: Catalog,
+    accel: str,
+    host: HostCapabilities | None = None,
+    pool: str | None = None,
+) -> list[HostCapabilities]:
+    """The hosts a CPU update must run on: the given host, the pool (as one host), or with
+    neither every stored host probed under ``accel``."""
+    from cpuver.fleet import offers_of
+
+    if host is not None:
+        return [host]
+    if pool is not None:
+        return [pool_host(store, pool, catalog, accel)]
+    stored = [stored_host(record) for record in store.list(None)]
+    return [h for h in stored if offers_of(h, accel, catalog.release, catalog) is not None]
 
 
 POOL_CACHE_BYTES = 64 << 20
@@ -337,7 +364,7 @@ def guest_targets(
     """Guest ``name`` and every host (of ``pool``, when given) with the pinned features (of the
     pin, and of a pending update) it lacks."""
     guest = get_guest(guest_store, name)
-    return guest, _targets(guest, _stored_hosts(host_store, pool))
+    return guest, _targets(guest, stored_hosts(host_store, pool))
 
 
 def every_guest_targets(
@@ -349,11 +376,12 @@ def every_guest_targets(
 ) -> list[tuple[Guest, Targets]]:
     """:func:`guest_targets` of every stored guest (a page of them with ``limit`` and
     ``after``), reading each host snapshot once."""
-    hosts = _stored_hosts(host_store, pool)
+    hosts = stored_hosts(host_store, pool)
     return [(guest, _targets(guest, hosts)) for guest in list_guests(guest_store, limit, after)]
 
 
-def _stored_hosts(host_store: HostStore, pool: str | None) -> list[HostCapabilities]:
+def stored_hosts(host_store: HostStore, pool: str | None = None) -> list[HostCapabilities]:
+    """Every stored host (of ``pool``, when given), its current snapshot read back."""
     return [stored_host(record) for record in host_store.list(pool)]
 
 

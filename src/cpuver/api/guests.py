@@ -8,6 +8,8 @@ not pay for it at start-up.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -130,21 +132,32 @@ def define_guest_text(
 ) -> Guest:
     """Like :func:`define_guest` for a definition already read (libvirt XML, JSON or TOML, told
     apart by ``source``'s suffix or else by the text). ``host`` may be a :func:`pool_host`."""
+    from cpuver.api.libvirt_domains import domain_pin, resolve_definition
     from cpuver.domain.lifecycle import define
     from cpuver.domain.pinning import pin
-    from cpuver.domain.xml import read_domain_xml, read_guest
+    from cpuver.domain.xml import parse_xml, pin_mismatch, read_domain_xml, read_guest
 
-    if source.lower().endswith(".xml"):
-        wanted = read_domain_xml(text, source, catalog=catalog)
-    else:
-        wanted = read_guest(text, source)
-    if wanted.spec is None:
+    suffix = source.lower().rsplit(".", 1)[-1] if "." in source else ""
+    is_xml = suffix == "xml" or (suffix not in ("json", "toml") and text.lstrip().startswith("<"))
+    wanted = read_domain_xml(text, source, catalog=catalog) if is_xml else read_guest(text, source)
+    if wanted.spec is None and not (is_xml and wanted.cpu in ("default", "host-model")):
         raise CpuverError(
             f"{source}: no CPU model to pin ({'; '.join(wanted.notes) or 'no <cpu>'})"
         )
-    chosen_machine = machine or wanted.machine
-    resolution = Resolver(catalog, chosen_machine, accel, host).resolve(wanted.spec)
-    guest = define(wanted.name, pin(resolution, catalog))
+    meta = wanted.metadata
+    if meta is not None and meta.complete and pin_mismatch(parse_xml(text, source)) is None:
+        pinned, how = domain_pin(text, source), "its pin"  # pinned already: keep it exactly
+    elif is_xml:
+        if machine is not None:
+            wanted = replace(wanted, machine=machine)
+        pinned, _notes = resolve_definition(wanted, catalog, host, None, source, accel)
+        how = wanted.spec or wanted.cpu
+    else:
+        resolution = Resolver(catalog, machine or wanted.machine, accel, host).resolve(
+            wanted.spec or ""
+        )
+        pinned, how = pin(resolution, catalog), wanted.spec or ""
+    guest = define(wanted.name, pinned)
     against = f" for {host.source}" if host is not None and host.source.startswith("pool ") else ""
     store.define(
         guest.name,
@@ -152,16 +165,34 @@ def define_guest_text(
         guest.pin.machine,
         json.dumps(guest.pin.to_json(), sort_keys=True),
         guest.pin.fingerprint,
-        reason=f"define from {Path(source).name}: {wanted.spec} -> {resolution.name}{against}",
+        reason=f"define from {Path(source).name}: {how} -> {pinned.name}{against}",
+        definition=text if is_xml else None,
     )
     return get_guest(store, guest.name)
 
 
 def guest_xml(store: GuestStore, name: str, catalog: Catalog) -> str:
-    from cpuver.domain.xml import domain_xml
+    """The guest's whole domain XML with its pinned CPU: the document it was defined from (every
+    element of it kept), or for a guest file the smallest domain that runs it."""
+    from cpuver.domain.xml import pinned_document, skeleton
+    from cpuver.emit.libvirt import pinned_cpu
 
-    guest = get_guest(store, name)
-    return domain_xml(guest.name, guest.pin.machine, guest.pin, catalog)
+    record = store.get(name)
+    guest = _guest(record)
+    policy = _policy(guest.pin.spec)
+    text = record.definition or skeleton(guest.name, guest.pin.machine, guest.pin.accel)
+    cpu = pinned_cpu(guest.pin, catalog, policy=policy)
+    return pinned_document(text, cpu, f"guest {name}", machine=guest.pin.machine)
+
+
+def _policy(spec: str) -> str | None:
+    from cpuver.spec import parse
+
+    try:
+        selector = parse(spec).version
+    except CpuverError:
+        return None
+    return str(selector) if selector is not None else None
 
 
 def guest_transition(
@@ -211,19 +242,25 @@ def update_guest_cpu(
     host: HostCapabilities | None,
     accept_signature_change: bool,
     dry_run: bool,
+    run_on: Sequence[HostCapabilities] | None = None,
+    force: bool = False,
 ) -> tuple[Guest, CpuDiff]:
-    """Re-resolve a guest's model with ``to`` (best, latest, vN) and move its pin explicitly."""
-    from cpuver.domain.lifecycle import update_cpu
+    """Move a guest's pin explicitly to version ``to`` (best, latest, vN): its model at that
+    version with the guest's own feature changes kept. ``host`` is what ``best`` runs on;
+    ``run_on`` the hosts the new pin must run on (default: ``host``), refused unless ``force``."""
+    from cpuver.domain.lifecycle import check_update, update_cpu, updated_spec
     from cpuver.domain.pinning import pin
 
     guest = get_guest(store, name)
     old = guest.pin
+    spec, kept = updated_spec(old, to, catalog)
     resolver = Resolver(catalog, old.machine, old.accel, host)
-    new_pin = pin(resolver.resolve(f"{old.model},version={to}"), catalog)
+    new_pin = pin(resolver.resolve(spec), catalog)
+    check_update(name, new_pin, run_on if run_on is not None else [h for h in [host] if h], force)
     updated, diff = update_cpu(guest, new_pin, accept_signature_change, dry_run)
     if updated is not guest and updated != guest:
         updated = _store_change(store, guest, updated, f"update-cpu to {new_pin.name}")
-    return updated, diff
+    return updated, replace(diff, kept=kept)
 
 
 def undefine_guest(store: GuestStore, name: str, keep_history: bool = True) -> Guest:

@@ -61,10 +61,10 @@ def probe_with_qemu(binary: Path, accels: Iterable[str] | None = None) -> HostCa
 def read_host(
     argument: str, qemu_binary: Path | None = None, db: str | None = None
 ) -> HostCapabilities:
-    """A host from a file (snapshot v1/v2 or QMP expansion reply), ``-`` (standard input),
-    ``local`` (a live probe of this host, method chosen as by ``cpuver host probe``) or the name
-    of a host stored in the fleet (of the store ``db``) when no file has that name (an argument
-    with a ``/`` is always a path)."""
+    """A host from a file (snapshot v1/v2, QMP expansion reply or libvirt's domcapabilities
+    XML), ``-`` (standard input), ``local`` (a live probe of this host, method chosen as by
+    ``cpuver host probe``) or the name of a host stored in the fleet (of the store ``db``) when
+    no file has that name (an argument with a ``/`` is always a path)."""
     if argument == "local":
         return probe_host("auto", [qemu_binary] if qemu_binary else ())
     if argument != "-" and "/" not in argument and not Path(argument).exists():
@@ -81,7 +81,13 @@ def read_host(
         raise HostError(f"cannot read host file {argument}: {err.strerror}") from err
     text = text_of(raw, argument)
     if text.lstrip("\ufeff \t\r\n").startswith("<"):
-        raise HostError(f"{argument}: {_xml_kind(text)}, not a host snapshot ({HOST_FORMS})")
+        root = _xml_root(text)
+        if root == "domainCapabilities":  # libvirt's `virsh domcapabilities`
+            from cpuver.api.libvirt_domains import read_domain_capabilities
+
+            return read_domain_capabilities(text, argument)
+        kind = f"an XML document (<{root}>)" if root else "an XML document"
+        raise HostError(f"{argument}: {kind}, not a host snapshot ({HOST_FORMS})")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as err:
@@ -95,17 +101,17 @@ def read_host(
 
 
 HOST_FORMS = (
-    "expected a cpuver host snapshot (cpuver host probe) or a QMP query-cpu-model-expansion "
-    "reply of host or max"
+    "expected a cpuver host snapshot (cpuver host probe), a QMP query-cpu-model-expansion reply "
+    "of host or max, or virsh domcapabilities XML"
 )
 
 _XML_ROOT = re.compile(r"<(?![?!])\s*([A-Za-z_][\w.:-]*)")
 
 
-def _xml_kind(text: str) -> str:
-    """What an XML document is, by its root element (``an XML document (<domain>)``)."""
+def _xml_root(text: str) -> str | None:
+    """The name of an XML document's root element (after its declaration and comments)."""
     root = _XML_ROOT.search(text)
-    return f"an XML document (<{root[1]}>)" if root else "an XML document"
+    return root[1] if root else None
 
 
 def _stored_host_named(name: str, db: str | None) -> HostCapabilities | None:

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from cpuver.api.hosts import stored_host
+from cpuver.catalog import Catalog
 from cpuver.errors import CpuverError, InvalidSpec, NotRunnable
 from cpuver.models import SIGNATURE_FIELDS
 from cpuver.resolve import Resolution, Resolver
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
     from cpuver.store import HostRecord
 
 
-def resolution_json(resolution: Resolution) -> dict[str, Any]:
+def resolution_json(resolution: Resolution, catalog: Catalog) -> dict[str, Any]:
     from cpuver.emit.libvirt import cpu_xml
     from cpuver.emit.qemu import cpu_arg
 
@@ -37,7 +38,7 @@ def resolution_json(resolution: Resolution) -> dict[str, Any]:
         "blockers": {name: list(missing) for name, missing in resolution.blockers},
         "missing": list(resolution.missing),
         "qemu_cpu_arg": cpu_arg(resolution),
-        "libvirt_xml": cpu_xml(resolution),
+        "libvirt_xml": cpu_xml(resolution, catalog),
         "notes": list(resolution.notes),
     }
 
@@ -119,14 +120,14 @@ def what_if_json(
     }
 
 
-def targets_json(guest: Guest, found: Targets) -> dict[str, Any]:
+def targets_json(name: str, found: Targets, pending: str | None = None) -> dict[str, Any]:
     """As ``cpuver domain targets --json`` and ``GET /api/guests/{name}/targets`` show it;
     ``pending``: the pending CPU update every target runs too."""
     return {
-        "guest": guest.name,
+        "guest": name,
         "targets": [host for host, missing in found if not missing],
         "blocked": {host: list(missing) for host, missing in found if missing},
-        "pending": guest.pending.name if guest.pending else None,
+        "pending": pending,
     }
 
 

@@ -16,7 +16,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from cpuver import api
-from cpuver.cli import domain, fleet, serve
+from cpuver.cli import domain, fleet, libvirt, serve
 from cpuver.cli.output import (
     EXIT_CODES_HELP,
     EXIT_ERROR,
@@ -119,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     host_actions = _host_parser(sub)
     domain.add_parser(sub, _catalog_options)
     fleet.add_parser(sub, _catalog_options)
+    libvirt.add_parser(sub)
     serve.add_parser(sub, host_actions)
 
     catalog = sub.add_parser("catalog", help="catalog maintenance")
@@ -139,11 +140,13 @@ def _host_parser(sub: Any) -> Any:
     probe = host_sub.add_parser("probe", help="snapshot what this host can give a guest")
     probe.add_argument(
         "--via",
-        choices=api.PROBE_METHODS,
+        choices=(*api.PROBE_METHODS, "libvirt"),
         default="auto",
-        help="kvm (ioctls), qemu (QEMU's own filter), cpuinfo (approximate), auto (default: "
-        "kvm when /dev/kvm is usable, else qemu, else cpuinfo)",
+        help="kvm (ioctls), qemu (QEMU's own filter), cpuinfo (approximate), libvirt (the "
+        "daemon's domcapabilities), auto (default: kvm when /dev/kvm is usable, else qemu, "
+        "else cpuinfo)",
     )
+    domain.connect_option(probe, "with --via libvirt")
     probe.add_argument(
         "--qemu",
         metavar="PATH",
@@ -229,6 +232,8 @@ def _run(args: argparse.Namespace) -> int:
         return domain.run(args)
     if args.command in ("fleet", "pool"):
         return fleet.run(args)
+    if args.command in ("libvirt", "libvirt-hook"):
+        return libvirt.run(args)
     catalog = api.open_catalog(args.qemu, args.catalog, args.overlay)
     if args.command == "show":
         return _show(catalog, args.model, args.json)
@@ -251,7 +256,10 @@ def _host(args: argparse.Namespace) -> HostCapabilities | None:
 
 def _host_command(args: argparse.Namespace) -> int:
     if args.host_command == "probe":
-        host = api.probe_host(args.via, args.qemu, progress=_progress)
+        if args.via == "libvirt":
+            host = api.probe_libvirt(args.connect)
+        else:
+            host = api.probe_host(args.via, args.qemu, progress=_progress)
         text = api.write_host(host, args.output)
         if args.output is None:
             sys.stdout.write(text)  # the snapshot is JSON already
@@ -406,7 +414,7 @@ def _models(resolver: Resolver, as_json: bool) -> int:
 
 
 def _resolve(resolver: Resolver, specs: Sequence[str], as_json: bool) -> int:
-    results = [api.resolution_json(resolver.resolve(spec)) for spec in specs]
+    results = [api.resolution_json(resolver.resolve(spec), resolver.catalog) for spec in specs]
     if as_json:
         print_json(results)
         return 0

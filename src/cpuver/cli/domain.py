@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from cpuver import api
-from cpuver.cli.fleet import show_targets
+from cpuver.cli.fleet import print_targets, show_targets
 from cpuver.cli.output import EXIT_ERROR, EXIT_OK, UsageError, add_json, emit
 from cpuver.errors import CpuverError, QemuError
 
@@ -90,11 +90,36 @@ def add_parser(sub: Any, catalog_options: Any) -> None:
         "--cancel", action="store_true", help="drop the guest's pending CPU update instead"
     )
     _best_against(update)
+    update.add_argument(
+        "--force", action="store_true", help="update even if the host or pool cannot run it"
+    )
+    connect_option(update, "the libvirt domain NAME instead of a stored guest")
+    pin = action("pin", "pin a libvirt domain's CPU in place (or a domain XML: - or FILE)")
+    pin.add_argument("name", metavar="NAME", help="libvirt domain, or - / FILE (filter form)")
+    pin.add_argument("--spec", metavar="SPEC", help="pin this spec instead of the XML's <cpu>")
+    _best_against(pin)
+    pin.add_argument("--force", action="store_true", help="pin again a domain edited since")
+    connect_option(pin)
+    verify = action("verify", "compare a running libvirt domain's vCPU with its pin")
+    verify.add_argument("name", metavar="NAME")
+    connect_option(verify)
     targets = action("targets", "hosts (of a pool) the guest's pinned CPU can start or migrate on")
     targets.add_argument("name", metavar="NAME")
     targets.add_argument("--pool", metavar="P", help="only the hosts of this pool")
+    connect_option(targets, "the libvirt domain NAME instead of a stored guest")
     update.add_argument("--dry-run", action="store_true")
     update.add_argument("--accept-signature-change", action="store_true")
+
+
+def connect_option(parser: argparse.ArgumentParser, what: str | None = None) -> None:
+    """``-c/--connect URI`` as virsh has it (default: $LIBVIRT_DEFAULT_URI, else qemu:///system)."""
+    parser.add_argument(
+        "-c",
+        "--connect",
+        metavar="URI",
+        help=(what + ": " if what else "")
+        + "libvirt connection URI (default: $LIBVIRT_DEFAULT_URI, else qemu:///system)",
+    )
 
 
 def _best_against(parser: argparse.ArgumentParser) -> None:
@@ -131,6 +156,14 @@ QEMU_ACTIONS = ("start", "migrate", "save", "restore", "shutdown")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.action == "pin":
+        return _pin(args)
+    if args.action == "verify":
+        return _verify(args)
+    if args.action == "update-cpu" and args.connect:
+        return _update_domain(args)
+    if args.action == "targets" and args.connect:
+        return _domain_targets(args)
     catalog = api.open_catalog(args.qemu, args.catalog, args.overlay)
     store = api.open_store(args.db)
     for pid in api.end_strays(store):
@@ -347,11 +380,14 @@ def _update(args: argparse.Namespace, store: Any, catalog: Any) -> int:
             f"keeps {guest.pin.name}",
             cancelled=before.pending.name,
         )
-    host = _best_host(args, catalog, api.get_guest(store, args.name).pin.accel)
+    accel = api.get_guest(store, args.name).pin.accel
+    host = _best_host(args, catalog, accel)
+    run_on = api.update_hosts(api.open_host_store(args.db), catalog, accel, host, args.pool)
     accept = args.accept_signature_change or args.dry_run  # a dry run only shows the diff
     guest, diff = api.update_guest_cpu(
-        store, args.name, catalog, args.to or "latest", host, accept, args.dry_run
-    )
+        store, args.name, catalog, args.to or "latest", host, accept, args.dry_run, run_on,
+        args.force,
+    )  # fmt: skip
 
     def lines() -> list[str]:
         out = diff.lines()
@@ -375,3 +411,125 @@ def _update(args: argparse.Namespace, store: Any, catalog: Any) -> int:
     }
     emit(args.json, data, lines)
     return EXIT_OK
+
+
+def _domain_host(args: argparse.Namespace, catalog: Any, accel: str) -> Any:
+    if args.pool:
+        return api.pool_host(api.open_host_store(args.db), args.pool, catalog, accel)
+    return api.read_host(args.host, db=args.db) if args.host else None
+
+
+def _pin(args: argparse.Namespace) -> int:
+    """``domain pin NAME`` (a libvirt domain, in place) or ``domain pin -|FILE`` (filter)."""
+    filter_form = not args.connect and (args.name == "-" or Path(args.name).is_file())
+
+    def host(catalog: Any, accel: str) -> Any:
+        return _domain_host(args, catalog, accel)
+
+    if not filter_form:
+        done = api.pin_domain(
+            args.connect, args.name, host, args.spec, args.force, args.catalog, args.overlay
+        )
+
+        def said() -> list[str]:
+            if done.changed:
+                first = (
+                    f"pinned {done.name}: {done.pin.name} as <model>{done.model}</model> on "
+                    f"{done.pin.machine} ({done.pin.accel}), "
+                    f"fingerprint {done.pin.fingerprint[:16]}"
+                )
+            else:
+                first = (
+                    f"{done.name} is pinned already: {done.pin.name} "
+                    f"({done.pin.fingerprint[:16]})"
+                )
+            return [first, *(f"  note: {note}" for note in done.notes)]
+
+        data = {
+            "action": "pin",
+            "domain": done.name,
+            "changed": done.changed,
+            "cpu": done.pin.name,
+            "model": done.model,
+            "machine": done.pin.machine,
+            "accel": done.pin.accel,
+            "fingerprint": done.pin.fingerprint,
+            "notes": list(done.notes),
+        }
+        emit(args.json, data, said)
+        return EXIT_OK
+    try:
+        text = sys.stdin.read() if args.name == "-" else Path(args.name).read_text()
+    except OSError as err:
+        raise CpuverError(f"cannot read {args.name}: {err.strerror}") from err
+    catalog = api.open_catalog(args.qemu, args.catalog, args.overlay)
+    source = "standard input" if args.name == "-" else args.name
+    pinned = api.pin_definition(text, source, catalog, host, args.spec, force=args.force)
+    if args.json:
+        emit(True, {"action": "pin", "xml": pinned.xml, "notes": list(pinned.notes)}, list)
+        return EXIT_OK
+    sys.stdout.write(pinned.xml)
+    for note in pinned.notes:
+        print(f"cpuver: note: {note}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _verify(args: argparse.Namespace) -> int:
+    pinned, problems = api.verify_domain(args.connect, args.name)
+
+    def said() -> list[str]:
+        if not problems:
+            return [
+                f"{args.name}: the running vCPU is its pin {pinned.name} "
+                f"({len(pinned.on) + len(pinned.off)} features and the signature)"
+            ]
+        return [
+            f"{args.name}: the running vCPU differs from its pin {pinned.name}:",
+            *(f"  {line}" for line in problems),
+        ]
+
+    data = {"domain": args.name, "cpu": pinned.name, "equal": not problems, "differences": problems}
+    emit(args.json, data, said)
+    return EXIT_ERROR if problems else EXIT_OK
+
+
+def _update_domain(args: argparse.Namespace) -> int:
+    def hosts(catalog: Any, accel: str) -> list[Any]:
+        host = _domain_host(args, catalog, accel)
+        return api.update_hosts(api.open_host_store(args.db), catalog, accel, host, args.pool)
+
+    accept = args.accept_signature_change or args.dry_run
+    diff = api.update_domain_cpu(
+        args.connect, args.name, args.to or "latest", hosts, accept, args.dry_run, args.force,
+        best_host=lambda catalog, accel: _domain_host(args, catalog, accel),
+    )  # fmt: skip
+
+    def said() -> list[str]:
+        out = diff.lines() or ["no change"]
+        if args.dry_run:
+            if diff.identity_changed and not args.accept_signature_change:
+                out.append("applying it needs --accept-signature-change")
+            out.append("(dry run: nothing changed)")
+        elif diff.pending:
+            out.append(
+                f"{args.name} runs: {diff.new} is in its persistent definition and applies at "
+                "its next cold boot"
+            )
+        elif diff.applied:
+            out.append(f"{args.name} now has {diff.new}")
+        return out
+
+    data = {
+        "action": "update-cpu",
+        "domain": args.name,
+        "diff": api.cpu_diff_json(diff),
+        "dry-run": args.dry_run,
+    }
+    emit(args.json, data, said)
+    return EXIT_OK
+
+
+def _domain_targets(args: argparse.Namespace) -> int:
+    hosts = api.stored_hosts(api.open_host_store(args.db), args.pool)
+    rows = api.domain_targets(args.connect, args.name, hosts)
+    return print_targets(args.name, rows, args.json)

@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 from cpuver import api
-from cpuver.cli.output import EXIT_OK, add_json, emit
+from cpuver.cli.output import EXIT_OK, UsageError, add_json, emit
 from cpuver.cli.progress import Progress
 from cpuver.errors import CpuverError
 
@@ -24,7 +24,14 @@ def add_parser(sub: Any, catalog_options: Any) -> None:
     fleet_sub = fleet.add_subparsers(dest="fleet_command", required=True, metavar="ACTION")
 
     add = fleet_sub.add_parser("add", help="store host snapshots (a re-add refreshes the host)")
-    add.add_argument("files", nargs="+", metavar="SNAPSHOT", help="host snapshot file (or local)")
+    add.add_argument(
+        "files", nargs="*", metavar="SNAPSHOT",
+        help="host snapshot file (or local, or libvirt's domcapabilities XML)",
+    )  # fmt: skip
+    add.add_argument(
+        "-c", "--connect", action="append", default=[], metavar="URI",
+        help="also the host behind this libvirt connection (its domcapabilities; repeat)",
+    )  # fmt: skip
     add.add_argument(
         "--pool", action="append", required=True, metavar="P", help="pool to put them in (repeat)"
     )
@@ -75,8 +82,10 @@ def run(args: argparse.Namespace) -> int:
         return _pool(args)
     store = api.open_host_store(args.db)
     if args.fleet_command == "add":
-        progress = Progress().step if len(args.files) > 1 else None
-        added = api.add_host_files(store, args.files, args.pool, progress)
+        if not args.files and not args.connect:
+            raise UsageError("fleet add: give host snapshot files or --connect URI")
+        progress = Progress().step if len(args.files) + len(args.connect) > 1 else None
+        added = api.add_host_files(store, args.files, args.pool, progress, args.connect)
         pools = list(dict.fromkeys(args.pool))
         emit(
             args.json,
@@ -252,16 +261,20 @@ def show_targets(
 ) -> int:
     """Hosts a stored guest's pin runs on (``fleet targets`` and ``domain targets``)."""
     found_guest, found = api.guest_targets(host_store, guest_store, guest, pool)
+    pending = found_guest.pending.name if found_guest.pending else None
+    return print_targets(guest, found, as_json, pending)
+
+
+def print_targets(guest: str, found: Any, as_json: bool, pending: str | None = None) -> int:
+    """Every host with what the guest's pin (and a pending update, the next cold boot's CPU)
+    lacks there, for a stored guest or a libvirt domain."""
     if as_json:
-        print(json.dumps(api.targets_json(found_guest, found), indent=2))
+        print(json.dumps(api.targets_json(guest, found, pending), indent=2))
         return 0
     runs = [h for h, missing in found if not missing]
     print(f"{guest} can run on: {', '.join(runs) if runs else '(no host)'}")
-    if found_guest.pending is not None:
-        print(
-            f"  (counting its pending update to {found_guest.pending.name}: "
-            "its next cold boot runs that)"
-        )
+    if pending is not None:
+        print(f"  (counting its pending update to {pending}: its next cold boot runs that)")
     for host, missing in found:
         if missing:
             print(f"  not on {host}: lacks {', '.join(missing)}")

@@ -61,12 +61,17 @@ def add_parser(sub: Any, host_actions: Any) -> None:
     push.add_argument("url", metavar="URL", help="the service (http://server:8000)")
     push.add_argument(
         "--via",
-        choices=api.PROBE_METHODS,
+        choices=(*api.PROBE_METHODS, "libvirt"),
         default="auto",
         help="probe method, as for cpuver host probe (default: auto)",
     )
     push.add_argument(
-        "--snapshot", metavar="FILE", help="send this snapshot file instead of probing"
+        "-c", "--connect", metavar="URI", help="with --via libvirt: the libvirt connection URI"
+    )
+    push.add_argument(
+        "--snapshot",
+        metavar="FILE",
+        help="send this snapshot file (or domcapabilities XML) instead of probing",
     )
     push.add_argument(
         "--pool", action="append", default=[], metavar="P", help="pool to put it in (repeat)"
@@ -129,6 +134,8 @@ def _push(args: argparse.Namespace, token: str | None) -> int:
     endpoint = _endpoint(args.url, args.pool)
     if args.snapshot:
         host = api.read_host(args.snapshot)
+    elif args.via == "libvirt":
+        host = api.probe_libvirt(args.connect)
     else:
         host = api.probe_host(args.via, progress=lambda m: print(f"  {m}", file=sys.stderr))
     headers = {"Content-Type": "application/json", "Accept": "application/json"}

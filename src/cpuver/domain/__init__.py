@@ -11,9 +11,11 @@ The errors live here (``cpuver.errors`` is shared with other packages): every on
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from cpuver.errors import CpuverError
+
+TYPE_CHECKING = False  # not typing's: cpuver's libvirt hook imports this and starts fast
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
 
 
 class DomainError(CpuverError):
@@ -51,6 +53,20 @@ class HostLacksFeatures(DomainError):
         )
 
 
+class UpdateNotRunnable(DomainError):
+    """An update would pin a CPU that some host the guest must run on cannot run."""
+
+    def __init__(self, guest: str, version: str, blocked: Mapping[str, Sequence[str]]) -> None:
+        self.guest = guest
+        self.version = version
+        self.blocked = {host: tuple(missing) for host, missing in blocked.items()}
+        where = "; ".join(f"{host} lacks {', '.join(m)}" for host, m in self.blocked.items())
+        super().__init__(
+            f"cannot update the CPU of guest {guest!r} to {version}: {where} "
+            "(--force updates it anyway)"
+        )
+
+
 class IdentityChangeRefused(DomainError):
     """``update_cpu`` would change the CPU's identity and that was not accepted."""
 
@@ -69,4 +85,5 @@ __all__ = [
     "IdentityChangeRefused",
     "IllegalTransition",
     "UpdateConflict",
+    "UpdateNotRunnable",
 ]

@@ -11,21 +11,26 @@ with :class:`~cpuver.domain.HostLacksFeatures` naming the blockers. Illegal tran
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal, get_args
 
+from cpuver.catalog import Catalog
 from cpuver.domain import (
     DomainError,
     HostLacksFeatures,
     IdentityChangeRefused,
     IllegalTransition,
     UpdateConflict,
+    UpdateNotRunnable,
 )
 from cpuver.domain.pinning import Pin, missing_on
+from cpuver.errors import InvalidSpec
 from cpuver.host.capabilities import HostCapabilities
 from cpuver.models import IDENTITY_FIELDS, SIGNATURE_FIELDS, SignatureValue
 from cpuver.names import check_name
+from cpuver.spec import parse
 
 State = Literal["shutoff", "running", "paused", "saved"]
 STATES: tuple[State, ...] = get_args(State)
@@ -237,6 +242,8 @@ class CpuDiff:
     """True when the pin changed now; False for a dry run, a no-op or a pending update."""
     pending: bool = False
     """True when the update waits for the guest's next cold boot."""
+    kept: tuple[str, ...] = ()
+    """The guest's own feature changes (``-avx2``, ``+vmx``) the new version keeps."""
 
     @property
     def identity(self) -> tuple[str, ...]:
@@ -261,6 +268,8 @@ class CpuDiff:
         out += [f"+{name}" for name in self.gained]
         out += [f"-{name}" for name in self.lost]
         out += [f"{name}: {old!r} -> {new!r}" for name, old, new in self.signature]
+        if self.kept:
+            out.append(f"kept the guest's own changes: {', '.join(self.kept)}")
         if self.identity_changed:
             out.append(
                 "the CPU identity changes (" + ", ".join(self.identity) + "): guests like "
@@ -325,6 +334,42 @@ def cancel_update(guest: Guest) -> Guest:
     if guest.pending is None:
         raise IllegalTransition(f"guest {guest.name!r} has no pending CPU update to cancel")
     return _next(guest, pending=None)
+
+
+_TO = re.compile(r"best|latest|v?[1-9][0-9]*|[0-9]+\.[0-9]+\.[0-9]+")
+
+
+def updated_spec(old: Pin, to: str, catalog: Catalog) -> tuple[str, tuple[str, ...]]:
+    """The spec an update to version ``to`` resolves, and the user's own feature changes of
+    the guest's spec it keeps: ``Haswell-v2,-avx2,+vmx`` to v4 is ``Haswell,version=v4,-avx2,
+    +vmx``. ``to`` is a version (best, latest, vN, N, X.Y.Z), never a spec."""
+    if not _TO.fullmatch(to):
+        raise DomainError(
+            f"--to: {to!r} is not a version (best, latest, vN or X.Y.Z); the guest's own "
+            "feature changes are kept as its spec has them"
+        )
+    try:
+        asked = parse(old.spec)
+    except InvalidSpec:
+        asked = None
+    changes = asked.changes if asked is not None else ()
+    kept = tuple(f"{'+' if change.enabled else '-'}{change.name}" for change in changes)
+    model = catalog.lookup(old.version).model.name
+    return ",".join([model, f"version={to}", *kept]), kept
+def check_update(
+    guest: str, new: Pin, hosts: Sequence[HostCapabilities], force: bool = False
+) -> None:
+    """Refuse an update to a pin some of ``hosts`` cannot run (unless ``force``)."""
+    blocked = {}
+    for host in hosts:
+        try:
+            missing = missing_on(new, host)
+        except DomainError:
+            missing = (f"(no {new.accel} capabilities)",)
+        if missing:
+            blocked[host.name] = missing
+    if blocked and not force:
+        raise UpdateNotRunnable(guest, new.name, dict(sorted(blocked.items())))
 
 
 def hosts_blocking(

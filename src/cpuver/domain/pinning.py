@@ -11,14 +11,13 @@ argument that makes that catalog's QEMU build exactly the pinned CPU.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from cpuver.catalog import Catalog, NameKind, NameRef
 from cpuver.domain import DomainError
+from cpuver.domain.pinmeta import fingerprint
 from cpuver.errors import UnknownAccelerator, UnknownMachineType, UnknownName
 from cpuver.features import FeatureSet, FeatureTable
 from cpuver.host.capabilities import HostCapabilities
@@ -132,14 +131,9 @@ class Pin:
 
 def fingerprint_of(pin: Pin) -> str:
     """SHA-256 (hex) of the canonical JSON of the guest-visible CPU: a pure function of it."""
-    canonical = {
-        "version": pin.version,
-        "machine": pin.machine,
-        "features": {"on": list(pin.features_on), "off": list(pin.features_off)},
-        "signature": pin.signature.as_dict(),
-    }
-    text = json.dumps(canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-    return hashlib.sha256(text.encode("ascii")).hexdigest()
+    return fingerprint(
+        pin.version, pin.machine, pin.features_on, pin.features_off, pin.signature.as_dict()
+    )
 
 
 def pin(resolution: Resolution, catalog: Catalog) -> Pin:

@@ -33,9 +33,9 @@ from cpuver.names import InvalidName, is_name
 SNAPSHOT_SCHEMA = "cpuver-host/2"
 SNAPSHOT_SCHEMA_V1 = "cpuver-host/1"
 READABLE_SCHEMAS = (SNAPSHOT_SCHEMA_V1, SNAPSHOT_SCHEMA)
-METHODS = ("kvm", "qemu", "cpuinfo", "catalog")
+METHODS = ("kvm", "qemu", "cpuinfo", "catalog", "libvirt")
 """How an accelerator's offers were found: KVM ioctls, QEMU's own filter, /proc/cpuinfo flags
-(approximate), or the catalog (TCG offers the same on every host)."""
+(approximate), the catalog (TCG offers the same on every host), or libvirt's domcapabilities."""
 _MODEL_ACCELERATOR = {"host": "kvm", "max": "tcg"}
 _SCHEMA_PREFIX = "cpuver-host/"
 ACCELERATORS = ("kvm", "tcg")

@@ -162,6 +162,8 @@ class GuestRecord:
     generation: int
     created: datetime
     updated: datetime
+    definition: str | None = None
+    """The domain XML the guest was defined from, as given (None for a guest file)."""
 
     @classmethod
     def from_row(cls, row: Row[Any]) -> GuestRecord:
@@ -178,6 +180,7 @@ class GuestRecord:
             generation=row.generation,
             created=_utc(row.created),
             updated=_utc(row.updated),
+            definition=row.definition,
         )
 
 
@@ -206,6 +209,7 @@ class NewGuest:
     fingerprint: str
     host: str | None = None
     pending_json: str | None = None
+    definition: str | None = None
 
 
 def _sqlite_engine(url: str) -> Engine:
@@ -356,12 +360,15 @@ class GuestStore:
         actor: str | None = None,
         host: str | None = None,
         pending_json: str | None = None,
+        definition: str | None = None,
     ) -> GuestRecord:
         """Store a new guest at generation 1 and record its first pin in the history.
 
         Raises :class:`GuestExists` when the name is taken.
         """
-        guest = NewGuest(name, state, machine, pin_json, fingerprint, host, pending_json)
+        guest = NewGuest(
+            name, state, machine, pin_json, fingerprint, host, pending_json, definition
+        )
         return self._define([guest], reason=reason, actor=actor, read_back=True)[0]
 
     def define_many(self, new: Iterable[NewGuest], *, reason: str, actor: str | None = None) -> int:
@@ -394,6 +401,7 @@ class GuestStore:
                 "pin_json": g.pin_json,
                 "pin_fingerprint": g.fingerprint,
                 "pending_json": g.pending_json,
+                "definition": g.definition,
                 "generation": 1,
                 "created": now,
                 "updated": now,

@@ -4,7 +4,7 @@
 (stored as text, so PostgreSQL and SQLite keep it byte for byte), the pin's fingerprint, and a
 ``generation`` that every update increments: updates are compare-and-swap on it.
 ``cpu_history`` records every change of a guest's pin: when, who, why, old and new. It names its
-guest and outlives it (r0005): an undefined guest's history stays for audit, its name is free.
+guest and outlives it (r0006): an undefined guest's history stays for audit, its name is free.
 ``hosts``, ``host_snapshots``, ``pools`` and ``pool_members`` hold the fleet (see below).
 Timestamps are UTC.
 """
@@ -48,6 +48,8 @@ guests = Table(
     Column("generation", Integer, nullable=False),
     Column("created", DateTime(timezone=True), nullable=False),
     Column("updated", DateTime(timezone=True), nullable=False),
+    # r0005: the domain XML the guest was defined from, as given (None for guest files)
+    Column("definition", Text, nullable=True),
 )
 
 cpu_history = Table(

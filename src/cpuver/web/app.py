@@ -406,7 +406,9 @@ def create_app(
 
         def answer(resolver: Resolver | None) -> bytes:
             chosen = resolver or _resolvers.make(key)
-            return orjson.dumps([api.resolution_json(chosen.resolve(s)) for s in request.specs])
+            catalog = chosen.catalog
+            answer = [api.resolution_json(chosen.resolve(s), catalog) for s in request.specs]
+            return orjson.dumps(answer)
 
         if resolver is not None and len(request.specs) <= INLINE_SPECS:
             return Response(answer(resolver), media_type="application/json")
@@ -557,7 +559,8 @@ def create_app(
     def guest_targets(name: str, pool: Name | None = None) -> dict[str, Any]:
         """Hosts (of ``pool``, when given) the guest's pinned CPU runs on, and what each other
         host lacks (as ``cpuver fleet targets --json``)."""
-        return api.targets_json(*api.guest_targets(hosts(), guests(), name, pool))
+        guest, found = api.guest_targets(hosts(), guests(), name, pool)
+        return api.targets_json(name, found, guest.pending.name if guest.pending else None)
 
     @app.post("/api/guests/{name}/update-cpu", tags=["guests"], dependencies=[Depends(writer)])
     def update_guest_cpu(name: str, request: UpdateCpuRequest) -> dict[str, Any]:

@@ -3,8 +3,8 @@
 An undefined guest's CPU history stays for audit: each row names its guest, and the row's link
 to the guest is cleared (not cascaded) when the guest is removed, so the name can be used again.
 
-Revision ID: r0005
-Revises: r0004
+Revision ID: r0006
+Revises: r0005
 Create Date: 2026-12-01
 
 """
@@ -14,8 +14,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "r0005"
-down_revision: str | None = "r0004"
+revision: str = "r0006"
+down_revision: str | None = "r0005"
 branch_labels: str | None = None
 depends_on: str | None = None
 
