@@ -219,7 +219,7 @@ def test_a_version_the_given_host_cannot_run_is_refused_unless_forced(
     code, _out, err = run(
         capsys, "domain", "update-cpu", "web1", "--to", "v4", "--host", host, *db
     )
-    assert code == 1
+    assert code == 3  # refused
     assert "cannot update the CPU of guest 'web1' to Haswell-v4: hv1 lacks" in err
     forced = run(
         capsys, "domain", "update-cpu", "web1", "--to", "v4", "--host", host, "--force",
@@ -237,7 +237,7 @@ def test_an_explicit_version_is_checked_against_the_pool(
     code, _out, err = run(
         capsys, "domain", "update-cpu", "web1", "--to", "v4", "--pool", "rack", *db
     )
-    assert code == 1 and "pool rack lacks" in err
+    assert code == 3 and "pool rack lacks" in err
 
 
 def test_without_host_or_pool_every_stored_host_of_the_accelerator_must_run_it(
@@ -248,7 +248,7 @@ def test_without_host_or_pool_every_stored_host_of_the_accelerator_must_run_it(
     small = kvm_host_file(tmp_path, "hv3", "Haswell-v2")
     assert run(capsys, "fleet", "add", small, "--pool", "rack", *db)[0] == 0
     code, _out, err = run(capsys, "domain", "update-cpu", "web1", "--to", "v3", *db)
-    assert code == 1 and "hv3 lacks" in err
+    assert code == 3 and "hv3 lacks" in err
 
 
 def kvm_host_file(tmp_path: Path, name: str, runs: str) -> str:

@@ -350,8 +350,9 @@ def test_targets_count_a_pending_update_the_next_cold_boot_runs(
     define_guest(capsys, tmp_path, db, "web1", "Haswell-v4")
     run(capsys, "domain", "start", "web1", "--host", str(tmp_path / "hv1.json"), *db)
     code, _out, err = run(
-        capsys, "domain", "update-cpu", "web1", "--to", "v3", "--accept-signature-change", *db
-    )
+        capsys, "domain", "update-cpu", "web1", "--to", "v3", "--accept-signature-change",
+        "--force", *db,
+    )  # fmt: skip
     assert code == 0, err
     _code, out, _err = run(capsys, "domain", "targets", "web1", "--json", *rack3)
     answer = json.loads(out)

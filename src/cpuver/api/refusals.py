@@ -1,6 +1,7 @@
 """Which errors are refusals: a well-formed request that the state of guests, hosts or the store
-does not allow (a host lacking a pinned feature, no runnable version, a name taken, a guest
-changed meanwhile, a step its state forbids, an identity change not accepted).
+does not allow (a host lacking a pinned feature, no runnable version, an update the hosts cannot
+run, a name taken, a guest changed meanwhile, a step its state forbids, an identity change not
+accepted).
 
 Retrying may succeed once the state changes, so the CLI gives them their own exit code and the
 service answers 409; every other cpuver error is a bad request or an unknown name.
@@ -13,6 +14,7 @@ from cpuver.domain import (
     IdentityChangeRefused,
     IllegalTransition,
     UpdateConflict,
+    UpdateNotRunnable,
 )
 from cpuver.errors import CpuverError, NotRunnable
 
@@ -28,6 +30,7 @@ def refusals() -> tuple[type[CpuverError], ...]:
         IllegalTransition,
         HostLacksFeatures,
         IdentityChangeRefused,
+        UpdateNotRunnable,
         NotRunnable,
     )
 
