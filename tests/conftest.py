@@ -20,7 +20,7 @@ store) from ``servers.py``.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -29,6 +29,26 @@ from qemu_install import RELEASES, QemuInstall, find, kvm_available
 from servers import client, db_url, serve  # noqa: F401  (fixtures, for every test)
 
 QEMU_FIXTURES = frozenset({"qemu72", "qemu100", "qemu_release", "qemu_binary"})
+
+
+USER_DIRS = ("XDG_DATA_HOME", "XDG_STATE_HOME")
+"""Where cpuver keeps its default store and its running guests' files."""
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_user_dirs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """No test reads or writes the user's own cpuver store or run files: a command a test runs
+    without ``--db`` (and every process it starts) uses a store of the test session's own."""
+    base = tmp_path_factory.mktemp("user-dirs")
+    saved = {name: os.environ.get(name) for name in USER_DIRS}
+    for name in USER_DIRS:
+        os.environ[name] = str(base / name.lower())
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 def in_ci() -> bool:
