@@ -216,9 +216,7 @@ def test_a_version_the_given_host_cannot_run_is_refused_unless_forced(
 ) -> None:
     defined_with(capsys, tmp_path, db, "Haswell-v2")
     host = kvm_host_file(tmp_path, "hv1", "Haswell-v2")
-    code, _out, err = run(
-        capsys, "domain", "update-cpu", "web1", "--to", "v4", "--host", host, *db
-    )
+    code, _out, err = run(capsys, "domain", "update-cpu", "web1", "--to", "v4", "--host", host, *db)
     assert code == 3  # refused
     assert "cannot update the CPU of guest 'web1' to Haswell-v4: hv1 lacks" in err
     forced = run(

@@ -327,7 +327,6 @@ def test_update_cpu_to_best_for_a_pool_moves_to_the_pools_best(
     assert pinned(capsys, db, "web1") == "Haswell-v4"
 
 
-
 def test_pool_best_groups_hosts_that_lack_the_same_features(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, db: list[str]
 ) -> None:

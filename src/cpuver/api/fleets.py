@@ -50,6 +50,7 @@ def add_host_files(
 
     for pool in pools:
         check_name("pool", pool)
+
     def from_file(argument: str) -> HostCapabilities:
         return read_host(argument, db=store.url)
 

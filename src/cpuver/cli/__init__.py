@@ -180,8 +180,14 @@ def _host_parser(sub: Any) -> Any:
 
 def _terminated(signum: int, _frame: FrameType | None) -> None:
     """SIGTERM ends cpuver as Ctrl-C does: every cleanup runs (a QEMU being launched is
-    ended, nothing is half-written), instead of the process vanishing mid-way."""
-    raise SystemExit(128 + signum)
+    ended, nothing is half-written), instead of the process vanishing mid-way; during an
+    exchange with QEMU, as soon as it is over (:mod:`cpuver.host.termination`)."""
+    from cpuver.host import termination
+
+    def end() -> None:
+        raise SystemExit(128 + signum)
+
+    termination.request(end)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

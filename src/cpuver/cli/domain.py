@@ -167,9 +167,7 @@ def run(args: argparse.Namespace) -> int:
     catalog = api.open_catalog(args.qemu, args.catalog, args.overlay)
     store = api.open_store(args.db)
     for pid in api.end_strays(store):
-        print(
-            f"ended QEMU pid {pid}: its command ended before it kept a record", file=sys.stderr
-        )
+        print(f"ended QEMU pid {pid}: its command ended before it kept a record", file=sys.stderr)
     if args.action == "restore":
         return _restore(args, store, catalog)
     if args.action in QEMU_ACTIONS:
@@ -239,16 +237,21 @@ def _act(args: argparse.Namespace, store: Any, catalog: Any) -> int:
     api.guest_transition(store, args.name, args.action, host=host, dry_run=True)
     before = api.get_guest(store, args.name)
     running, said = None, ""
-    if args.action == "start" and args.launch:
-        running = api.launch_guest(store, before, catalog, _binary(args))
-        said = f"{before.name}: QEMU pid {running.pid} runs {before.pin.name}, verified over QMP\n"
-    elif args.action == "migrate" and (args.launch or api.running_guest(store, args.name)):
-        running = api.migrate_running_guest(store, before, catalog, args.qemu_binary)
-        said = f"{before.name}: live-migrated to QEMU pid {running.pid}, verified over QMP\n"
     try:
+        # from the launch until the store says the guest runs, any failure or signal ends the
+        # QEMU: no process is left that the store does not know of (nothing ran before)
+        if args.action == "start" and args.launch:
+            running = api.launch_guest(store, before, catalog, _binary(args))
+            said = (
+                f"{before.name}: QEMU pid {running.pid} runs {before.pin.name}, verified over QMP\n"
+            )
+        elif args.action == "migrate" and (args.launch or api.running_guest(store, args.name)):
+            running = api.migrate_running_guest(store, before, catalog, args.qemu_binary)
+            said = f"{before.name}: live-migrated to QEMU pid {running.pid}, verified over QMP\n"
         guest = api.guest_transition(store, args.name, args.action, host=host)
     except BaseException:
-        api.stop_running_guest(store, before, catalog)  # no QEMU the store does not know of
+        if args.action == "start" or running is not None:
+            api.stop_running_guest(store, before, catalog)
         raise
     return _done(
         args,
@@ -440,8 +443,7 @@ def _pin(args: argparse.Namespace) -> int:
                 )
             else:
                 first = (
-                    f"{done.name} is pinned already: {done.pin.name} "
-                    f"({done.pin.fingerprint[:16]})"
+                    f"{done.name} is pinned already: {done.pin.name} ({done.pin.fingerprint[:16]})"
                 )
             return [first, *(f"  note: {note}" for note in done.notes)]
 

@@ -356,6 +356,8 @@ def updated_spec(old: Pin, to: str, catalog: Catalog) -> tuple[str, tuple[str, .
     kept = tuple(f"{'+' if change.enabled else '-'}{change.name}" for change in changes)
     model = catalog.lookup(old.version).model.name
     return ",".join([model, f"version={to}", *kept]), kept
+
+
 def check_update(
     guest: str, new: Pin, hosts: Sequence[HostCapabilities], force: bool = False
 ) -> None:

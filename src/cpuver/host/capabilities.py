@@ -287,9 +287,7 @@ def _from_snapshot_v1(data: dict[str, Any], source: str, table: FeatureTable) ->
         offers[accel] = _features(names, where, table)
     vendor = data.get("vendor")
     provenance = data.get("provenance", {})
-    if not isinstance(provenance, dict) or not all(
-        isinstance(v, str) for v in provenance.values()
-    ):
+    if not isinstance(provenance, dict) or not all(isinstance(v, str) for v in provenance.values()):
         provenance = {}
     return HostCapabilities(
         name, offers, vendor if isinstance(vendor, str) else None, source, provenance
