@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cpuver.api.hosts import stored_host
 from cpuver.catalog import Catalog
 from cpuver.documents import text_of
 from cpuver.errors import CpuverError, HostError, HostNeeded
@@ -21,7 +22,7 @@ from cpuver.resolve import Resolver
 
 if TYPE_CHECKING:
     from cpuver.domain.lifecycle import CpuDiff, Guest
-    from cpuver.store import GuestRecord, GuestStore
+    from cpuver.store import GuestRecord, GuestStore, HostStore
 
 
 def open_store(url: str | None = None) -> GuestStore:
@@ -232,6 +233,43 @@ def guest_transition(
         new = {"shutdown": lifecycle.shutdown, "save": lifecycle.save}[action](guest)
         reason = action
     return new if dry_run else _store_change(store, guest, new, reason)
+
+
+STEPS_CHECKED = ("start", "migrate", "restore")
+"""The steps :func:`check_step` answers: those that put a guest on a host."""
+
+
+@dataclass(frozen=True, slots=True)
+class StepCheck:
+    """Whether a guest could take a step onto a host now, and if not why (a read only)."""
+
+    guest: str
+    action: str
+    host: str
+    allowed: bool
+    reason: str | None = None
+    missing: tuple[str, ...] = ()
+    """The pinned features (of the CPU the step would run) the host lacks."""
+
+
+def check_step(
+    store: GuestStore, host_store: HostStore, name: str, action: str, host_name: str
+) -> StepCheck:
+    """Could guest ``name`` ``action`` (start on, migrate to, be restored on) the stored host
+    ``host_name``? Exactly the checks of the step itself (a start runs a pending update), and
+    nothing is changed."""
+    from cpuver.domain import HostLacksFeatures, IllegalTransition
+
+    if action not in STEPS_CHECKED:
+        raise CpuverError(f"action: expected one of {', '.join(STEPS_CHECKED)}, got {action!r}")
+    host = stored_host(host_store.get(host_name))
+    try:
+        guest_transition(store, name, action, host=host, dry_run=True)
+    except HostLacksFeatures as refused:
+        return StepCheck(name, action, host_name, False, str(refused), refused.missing)
+    except IllegalTransition as refused:
+        return StepCheck(name, action, host_name, False, str(refused))
+    return StepCheck(name, action, host_name, True)
 
 
 def update_guest_cpu(

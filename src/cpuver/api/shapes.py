@@ -15,6 +15,7 @@ from cpuver.resolve import Resolution, Resolver
 
 if TYPE_CHECKING:
     from cpuver.api.fleets import PoolBest, Targets, WhatIf
+    from cpuver.api.guests import StepCheck
     from cpuver.domain.lifecycle import CpuDiff, Guest
     from cpuver.store import HostRecord
 
@@ -148,10 +149,12 @@ def guest_json(guest: Guest) -> dict[str, Any]:
 
 
 def cpu_diff_json(diff: CpuDiff) -> dict[str, Any]:
-    """What an update changes (or would) about a guest's CPU."""
+    """What an update changes (or would) about a guest's CPU; ``kept``: the guest's own feature
+    changes the new version keeps."""
     return {
         "from": diff.old,
         "to": diff.new,
+        "kept": list(diff.kept),
         "gained": list(diff.gained),
         "lost": list(diff.lost),
         "signature": {name: {"old": old, "new": new} for name, old, new in diff.signature},
@@ -159,6 +162,18 @@ def cpu_diff_json(diff: CpuDiff) -> dict[str, Any]:
         "identity-changed": diff.identity_changed,
         "applied": diff.applied,
         "pending": diff.pending,
+    }
+
+
+def step_check_json(check: StepCheck) -> dict[str, Any]:
+    """As ``GET /api/guests/{name}/check`` shows it."""
+    return {
+        "guest": check.guest,
+        "action": check.action,
+        "host": check.host,
+        "allowed": check.allowed,
+        "reason": check.reason,
+        "missing": list(check.missing),
     }
 
 
