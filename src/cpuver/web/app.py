@@ -30,6 +30,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field, StringConstraints, model_validator
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.gzip import GZipMiddleware
 
 from cpuver import api
 from cpuver.catalog import Catalog
@@ -339,6 +340,7 @@ def create_app(
     if allowed_hosts is not None:
         app.add_middleware(HostCheck, names=allowed_hosts)
     app.add_middleware(BrowserHeaders)
+    app.add_middleware(GZipMiddleware, minimum_size=32_768, compresslevel=5)  # a pool heatmap
     app.add_exception_handler(CpuverError, _cpuver_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
