@@ -469,7 +469,20 @@ def test_guest_page_targets_agree_with_the_targets_api(web1: TestClient) -> None
     expected = {host: "" for host in answer["targets"]}
     expected |= {host: " ".join(missing) for host, missing in answer["blocked"].items()}
     assert shown == expected
-    assert "1 of 2 stored hosts run the pin; 1 lacks what they need" in text
+    assert "1 of 2 stored hosts run the pin; 1 cannot" in text
+
+
+def test_guest_page_groups_the_hosts_it_cannot_use_by_what_they_lack(web1: TestClient) -> None:
+    for name in ("hv4", "hv5"):
+        push(web1, snapshot(name, capable() - TSX))
+    push(web1, snapshot("hv6", capable() - {"avx2"}))
+    groups = Elements(page(web1, "/guests/web1")).having("data-lacking")
+    assert [g["data-lacking"] for g in groups] == ["hle rtm", "avx2"]
+    text = page(web1, "/guests/web1")
+    first = text.split('data-lacking="hle rtm"', 1)[1].split("</li>", 1)[0]
+    assert [a["data-host-link"] for a in Elements(first).having("data-host-link")] == [
+        "hv3", "hv4", "hv5"
+    ]  # fmt: skip
 
 
 def test_guest_page_shows_the_pending_update_and_counts_it(
@@ -580,6 +593,7 @@ def test_host_page_under_tcg_uses_what_tcg_offers(rack3: TestClient) -> None:
         ("/hosts/hv33", "no host named &#39;hv33&#39;", "/hosts/hv3"),
         ("/guests/webl", "no guest named &#39;webl&#39;", "/guests/web1"),
         ("/models/Haswel", "unknown CPU model &#39;Haswel&#39;", "/models/Haswell"),
+        ("/models/Haswell-v9", "unknown CPU model version &#39;Haswell-v9&#39;", "/models/Haswell"),
     ],
 )
 def test_unknown_name_is_a_404_page_suggesting_the_nearest(

@@ -172,19 +172,19 @@ def _pool_page(
         )
     row_of = {host: row for row, host in enumerate(fleet.hosts)}
     shown, last = _paged(sorted(fleet.hosts), str, limit, after)
+    columns = [
+        (f["index"], v, column_of[v]) for f in families for v, _label, _best in f["versions"]
+    ]
     rows = []
     for host in shown:
         usable = runs[row_of[host]]
-        rows.append(
-            (
-                host,
-                [
-                    (f["index"], v, None if usable[column_of[v]] else fleet.missing(host, v))
-                    for f in families
-                    for v, _label, _best in f["versions"]
-                ],
-            )
-        )
+        cells = []
+        for index, version, column in columns:
+            # A cell is (family index, version, what the host lacks as text or None, how much):
+            # the pool's biggest page has tens of thousands, so the template only prints them.
+            lacks = () if usable[column] else fleet.missing(host, version)
+            cells.append((index, version, " ".join(lacks) if lacks else None, len(lacks)))
+        rows.append((host, cells))
     return {
         "title": f"Pool {pool}",
         "pool": pool,
@@ -300,11 +300,25 @@ def _guest_page(
         "targets_counted": (
             f"{len(found) - blocked} of {_count(len(found), 'stored host')} run the pin"
             + (" and its pending update" if pending else "")
-            + f"; {blocked} {'lacks' if blocked == 1 else 'lack'} what they need"
+            + (f"; {blocked} cannot" if blocked else "")
         ),
+        "blocked_groups": _by_what_they_lack(found),
         "fingerprint_shown": FINGERPRINT_SHOWN,
         "next_href": _next_href(f"/guests/{_segment(guest.name)}", last, limit),
     }
+
+
+def _by_what_they_lack(found: api.Targets) -> list[tuple[tuple[str, ...], list[str], int]]:
+    """The blocked hosts grouped by the features they lack (most hosts first): each group's
+    features, its first hosts and how many more it has."""
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for host, missing in found:
+        if missing:
+            groups.setdefault(missing, []).append(host)
+    ordered = sorted(groups.items(), key=lambda group: (-len(group[1]), group[0]))
+    return [
+        (missing, hosts[:MEMBERS_SHOWN], len(hosts) - MEMBERS_SHOWN) for missing, hosts in ordered
+    ]
 
 
 # -- hosts ----------------------------------------------------------------------------------------
