@@ -158,13 +158,13 @@ def _pool_page(
     families: list[Context] = []
     for index, family in enumerate(fleet.models()):
         versions = fleet.model_versions(family)
-        columns = [column_of[v] for v in versions]
+        own = [column_of[v] for v in versions]
         families.append(
             {
                 "index": index,
                 "name": family,
                 "best": best[family],
-                "runs": bool(runs[:, columns].any()),
+                "runs": bool(runs[:, own].any()),
                 "versions": [
                     (v, v.removeprefix(f"{family}-"), v == best[family]) for v in versions
                 ],
@@ -172,18 +172,19 @@ def _pool_page(
         )
     row_of = {host: row for row, host in enumerate(fleet.hosts)}
     shown, last = _paged(sorted(fleet.hosts), str, limit, after)
-    columns = [
+    columns: list[tuple[int, str, int]] = [
         (f["index"], v, column_of[v]) for f in families for v, _label, _best in f["versions"]
     ]
     rows = []
     for host in shown:
         usable = runs[row_of[host]]
         cells = []
-        for index, version, column in columns:
+        for family_index, version, column in columns:
             # A cell is (family index, version, what the host lacks as text or None, how much):
             # the pool's biggest page has tens of thousands, so the template only prints them.
             lacks = () if usable[column] else fleet.missing(host, version)
-            cells.append((index, version, " ".join(lacks) if lacks else None, len(lacks)))
+            text = " ".join(lacks) if lacks else None
+            cells.append((family_index, version, text, len(lacks)))
         rows.append((host, cells))
     return {
         "title": f"Pool {pool}",
