@@ -35,6 +35,7 @@ from cpuver.store import GuestNotFound, HostNotFound, PoolNotFound, StoreUnavail
 
 if TYPE_CHECKING:
     from cpuver.api.suggestions import Kind
+    from cpuver.domain.lifecycle import Guest
     from cpuver.host.capabilities import HostCapabilities
     from cpuver.store import GuestStore, HostStore
 
@@ -239,7 +240,7 @@ def _model_page(name: str, qemu: str | None) -> Context:
 # -- guests ---------------------------------------------------------------------------------------
 
 
-def _target_row(guest: Any, found: api.Targets, shown: int = TARGETS_SHOWN) -> Context:
+def _target_row(guest: Guest, found: api.Targets, shown: int = TARGETS_SHOWN) -> Context:
     """A guest with its hosts split into targets and blocked ones, and the counts; the first
     ``shown`` hosts are listed, blocked ones first (the exceptions are what an operator looks
     for)."""
@@ -289,7 +290,6 @@ def _guest_page(
     blocked = sum(1 for _host, missing in found if missing)
     return {
         "title": f"Guest {guest.name}",
-        "current": "/guests",
         "guest": guest,
         "signature": [(k, api.signature_text(k, v)) for k, v in pin.signature.as_dict().items()],
         "pending_added": sorted(pending.on - pin.on) if pending else [],
@@ -389,12 +389,12 @@ def _host_page(
         }
         for f in runs
     ]
-    numbers = [str(n) for n in range(len(snapshots), 0, -1)]  # newest first
-    before = int(after) if after and after.isdigit() else None
-    left = [n for n in numbers if before is None or int(n) < before]
-    shown = left[:limit]
+    # Snapshots are numbered from 1 (the first) and listed newest first: a page ends at a
+    # number (``after``), the next one starts below it.
+    newest = min(len(snapshots), int(after) - 1) if after and after.isdigit() else len(snapshots)
+    shown = range(newest, max(newest - limit, 0), -1)
     history = []
-    for number in map(int, shown):
+    for number in shown:
         at, snapshot = snapshots[number - 1]
         entry: Context = {"number": number, "at": at, "summary": _summary(snapshot)}
         entry["changes"], entry["problem"] = [], None
@@ -406,7 +406,7 @@ def _host_page(
         history.append(entry)
     runnable = sum(1 for f in runs for _v, missing in f.versions if not missing)
     versions = sum(len(f.versions) for f in runs)
-    last = shown[-1] if len(left) > limit else None
+    last = str(shown[-1]) if shown and shown[-1] > 1 else None
     return {
         "title": f"Host {name}",
         "name": name,
