@@ -604,6 +604,7 @@ def test_unknown_name_is_a_404_page_suggesting_the_nearest(
     assert message in text
     suggested = [a["href"] for a in Elements(text).having("data-suggestion")]
     assert suggested[0] == nearest
+    assert text.count("did you mean") + text.count("Did you mean") == 1
 
 
 def test_a_name_like_no_other_gets_no_suggestion(web1: TestClient) -> None:

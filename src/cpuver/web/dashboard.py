@@ -29,7 +29,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from starlette.staticfiles import StaticFiles
 
 from cpuver import api
-from cpuver.errors import CpuverError, UnknownModel, UnknownVersion
+from cpuver.errors import CpuverError, UnknownModel, UnknownName, UnknownVersion
 from cpuver.names import NAME_MAX
 from cpuver.store import GuestNotFound, HostNotFound, PoolNotFound, StoreUnavailable
 
@@ -449,12 +449,10 @@ def _error_page(
         status, title = 503, "Unavailable"
         headers["Retry-After"] = str(RETRY_AFTER_S)
     message = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
-    context = {
-        "title": title,
-        "current": "",
-        "message": message,
-        "suggestions": _suggestions(err, hosts, guests, qemu),
-    }
+    suggested = _suggestions(err, hosts, guests, qemu)
+    if suggested and isinstance(err, UnknownName):  # the page's links say it instead
+        message = message.split(" (did you mean ", 1)[0]
+    context = {"title": title, "current": "", "message": message, "suggestions": suggested}
     return templates.TemplateResponse(
         request, "error.html", context, status_code=status, headers=headers
     )
