@@ -8,6 +8,7 @@
 ``fleets``    hosts and pools, pool answers, what-if, where a guest's pin can go
 ``shapes``    the JSON shape of each answer (CLI ``--json`` and the service)
 ``refusals``  which errors are refusals (the state says no) rather than bad requests
+``suggestions``  names close to a misspelt pool, host, guest or model name
 
 The names below are the package's interface: callers write ``api.open_catalog(...)`` and need
 not know which module holds a use case. Each module imports its heavy dependencies (the store,
@@ -26,6 +27,7 @@ from cpuver.api.catalogs import (
     signature_text,
 )
 from cpuver.api.fleets import (
+    FamilyRuns,
     GuestImpact,
     PoolBest,
     Targets,
@@ -38,6 +40,8 @@ from cpuver.api.fleets import (
     fleet_what_if,
     fresh_answer,
     guest_targets,
+    host_snapshots,
+    host_versions,
     kept_answer,
     kept_pool_fleet,
     open_host_store,
@@ -49,6 +53,7 @@ from cpuver.api.fleets import (
 )
 from cpuver.api.guests import (
     STEPS_CHECKED,
+    PinChange,
     StepCheck,
     cancel_cpu_update,
     check_guests,
@@ -56,6 +61,7 @@ from cpuver.api.guests import (
     define_guest,
     define_guest_text,
     get_guest,
+    guest_history,
     guest_rows,
     guest_transition,
     guest_xml,
@@ -117,6 +123,7 @@ from cpuver.api.shapes import (
     targets_json,
     what_if_json,
 )
+from cpuver.api.suggestions import similar_names
 
 __all__ = [
     "KVM_DEVICE",
@@ -124,7 +131,9 @@ __all__ = [
     "STEPS_CHECKED",
     "Difference",
     "FamilyReport",
+    "FamilyRuns",
     "GuestImpact",
+    "PinChange",
     "PinnedDomain",
     "PoolBest",
     "RunningGuest",
@@ -155,6 +164,7 @@ __all__ = [
     "fleet_what_if",
     "fresh_answer",
     "get_guest",
+    "guest_history",
     "guest_json",
     "guest_lock",
     "guest_rows",
@@ -164,6 +174,8 @@ __all__ = [
     "history",
     "host_diff",
     "host_json",
+    "host_snapshots",
+    "host_versions",
     "import_catalog",
     "install_hook",
     "is_refusal",
@@ -197,6 +209,7 @@ __all__ = [
     "running_guest",
     "save_running_guest",
     "signature_text",
+    "similar_names",
     "step_check_json",
     "stop_running_guest",
     "stored_host",

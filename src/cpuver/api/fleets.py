@@ -11,6 +11,7 @@ import json
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from cpuver.api.guests import get_guest, list_guests
@@ -18,7 +19,7 @@ from cpuver.api.hosts import read_host, stored_host
 from cpuver.catalog import Catalog
 from cpuver.errors import HostError, shown
 from cpuver.features import FeatureSet
-from cpuver.host.capabilities import HostCapabilities
+from cpuver.host.capabilities import HostCapabilities, from_json
 from cpuver.names import check_name, is_name
 
 if TYPE_CHECKING:
@@ -77,6 +78,49 @@ def _storable(host: HostCapabilities) -> HostCapabilities:
 
 def _snapshot_json(host: HostCapabilities) -> str:
     return json.dumps(host.to_json(), sort_keys=True)
+
+
+def host_snapshots(store: HostStore, name: str) -> list[tuple[datetime, HostCapabilities]]:
+    """Every snapshot host ``name`` was added with and when, oldest first (the last one is its
+    current snapshot); HostNotFound when no such host is stored."""
+    return [
+        (entry.at, from_json(json.loads(entry.snapshot_json), f"host {name} at {entry.at:%F %T}"))
+        for entry in store.history(name)
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class FamilyRuns:
+    """Which versions of one model family a host runs."""
+
+    family: str
+    versions: tuple[tuple[str, tuple[str, ...]], ...]
+    """Each versioned name, oldest first, with the features the host lacks for it (none: it
+    runs there)."""
+
+
+def host_versions(
+    host: HostCapabilities, catalog: Catalog, accel: str = "kvm", machine: str | None = None
+) -> list[FamilyRuns]:
+    """Every model family of the catalog with what ``host`` lacks for each of its versions under
+    ``accel`` (the answer of a pool of this one host, as a pool's heatmap row shows it)."""
+    from cpuver.fleet import Fleet, offers_of
+
+    fleet = Fleet(catalog, accel, machine)
+    offers = offers_of(host, fleet.accel, catalog.release, catalog)
+    if offers is None:
+        raise HostError(
+            f"host {host.name!r} has no {fleet.accel} capabilities "
+            f"(probe it under {fleet.accel}, or choose another accelerator)"
+        )
+    fleet.set_host(host.name, offers)
+    return [
+        FamilyRuns(
+            family,
+            tuple((v, fleet.missing(host.name, v)) for v in fleet.model_versions(family)),
+        )
+        for family in fleet.models()
+    ]
 
 
 def add_host(store: HostStore, host: HostCapabilities, pools: Sequence[str]) -> HostRecord:

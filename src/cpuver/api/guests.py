@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -331,4 +332,38 @@ def check_guests(store: GuestStore, catalog: Catalog) -> list[tuple[str, list[st
         problems = check(guest.pin, catalog)
         if problems:
             out.append((guest.name, problems))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class PinChange:
+    """One change of a guest's pin (its definition first): when, who, why, from what to what."""
+
+    at: datetime
+    actor: str
+    reason: str
+    old: str | None
+    """The pinned CPU's name before (None: the guest was defined)."""
+    new: str
+    old_fingerprint: str | None
+    new_fingerprint: str
+
+
+def guest_history(store: GuestStore, name: str) -> list[PinChange]:
+    """Every pin guest ``name`` had, oldest first (also of an undefined guest whose history was
+    kept); GuestNotFound when no guest of that name was ever kept."""
+    out = []
+    for entry in store.history(name):
+        old = json.loads(entry.old_pin_json)["name"] if entry.old_pin_json else None
+        out.append(
+            PinChange(
+                entry.at,
+                entry.actor,
+                entry.reason,
+                old,
+                json.loads(entry.new_pin_json)["name"],
+                entry.old_fingerprint,
+                entry.new_fingerprint,
+            )
+        )
     return out

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
+    Column,
     Connection,
     Engine,
     create_engine,
@@ -144,6 +145,17 @@ def _utc(value: datetime) -> datetime:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def names_near(conn: Connection, column: Column[str], name: str, count: int) -> list[str]:
+    """Up to ``count`` names of ``column`` sorting before ``name`` and ``count`` from it on, in
+    order: two indexed range reads of names only, for suggesting a name close to a misspelt one
+    without reading every row of a big store."""
+    before = conn.execute(
+        select(column).where(column < name).order_by(column.desc()).limit(count)
+    ).scalars()
+    after = conn.execute(select(column).where(column >= name).order_by(column).limit(count))
+    return [*reversed(list(before)), *after.scalars()]
 
 
 @dataclass(frozen=True)
@@ -481,6 +493,11 @@ class GuestStore:
         with self._transaction(write=False) as conn:
             rows = conn.execute(query).all()
         return [GuestRecord.from_row(row) for row in rows]
+
+    def names_near(self, name: str, count: int) -> builtins.list[str]:
+        """Guest names around ``name`` in sort order (see :func:`names_near`)."""
+        with self._transaction(write=False) as conn:
+            return names_near(conn, guests.c.name, name, count)
 
     def count(self) -> int:
         """How many guests are stored."""

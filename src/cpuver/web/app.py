@@ -30,6 +30,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field, StringConstraints, model_validator
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.gzip import GZipMiddleware
 
 from cpuver import api
 from cpuver.catalog import Catalog
@@ -354,6 +355,7 @@ def create_app(
     if allowed_hosts is not None:
         app.add_middleware(HostCheck, names=allowed_hosts)
     app.add_middleware(BrowserHeaders)
+    app.add_middleware(GZipMiddleware, minimum_size=32_768, compresslevel=5)  # a pool heatmap
     app.add_exception_handler(CpuverError, _cpuver_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
@@ -603,9 +605,7 @@ def create_app(
             "dry_run": request.dry_run,
         }
 
-    @app.post(
-        "/api/guests/{name}/cancel-update", tags=["guests"], dependencies=[Depends(writer)]
-    )
+    @app.post("/api/guests/{name}/cancel-update", tags=["guests"], dependencies=[Depends(writer)])
     def cancel_update(name: str) -> dict[str, Any]:
         """Drop the guest's pending CPU update (as ``cpuver domain update-cpu --cancel``): it
         keeps the CPU it has. No pending update is 409. Needs the bearer token."""

@@ -138,6 +138,7 @@ class BrowserHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers: list[Any] = list(message.get("headers", []))
