@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from cpuver.api import open_catalog
-from cpuver.host.capabilities import HostCapabilities
+from cpuver.host.capabilities import AccelOffer, HostCapabilities, HostFacts, build
 
 TSX = frozenset({"hle", "rtm"})
 
@@ -24,3 +24,19 @@ def capable(*versions: str) -> frozenset[str]:
 def snapshot(name: str, offers: frozenset[str]) -> dict[str, Any]:
     """A host snapshot (JSON) offering ``offers`` under KVM."""
     return HostCapabilities(name, {"kvm": offers}).to_json()
+
+
+def probed(
+    name: str,
+    offers: frozenset[str],
+    microcode: str = "0x2b000571",
+    brand: str = "Intel(R) Xeon(R) Gold 6338 CPU @ 2.00GHz",
+    kernel: str = "6.1.0-28-amd64",
+    vulnerabilities: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """A probed host snapshot (``cpuver-host/2``: CPU, microcode, kernel, vulnerabilities) offering
+    ``offers`` under KVM for QEMU 10.0, as ``cpuver host probe --via kvm`` writes one."""
+    facts = HostFacts("GenuineIntel", brand, 6, 106, 6, microcode, kernel, vulnerabilities or {})
+    when = "2026-12-01T08:00:00Z"
+    releases = {"10.0": {"kvm": AccelOffer(offers, "kvm", time=when)}}
+    return build(name, releases, facts, probed=when, method="kvm").to_json()

@@ -66,18 +66,17 @@ them, so they stay in its 1.3.0 to keep every seed version a complete Haswell.)"
 
 # (since, features added, features removed, note): one entry per version, in order.
 HISTORY: tuple[tuple[str, frozenset[str], frozenset[str], str], ...] = (
-    ("1.3.0", frozenset(), frozenset(),
-     "first version"),
-    ("2.2.0", frozenset({"rdrand"}), frozenset(),
-     "RDRAND added"),
-    ("2.3.0", frozenset(), frozenset({"hle", "rtm"}),
-     "TSX removed (microcode errata)"),
-    ("2.5.0", frozenset({"abm"}), frozenset(),
-     "ABM (LZCNT) added"),
-    ("2.12.0", frozenset({"spec-ctrl"}), frozenset(),
-     "IBRS/IBPB (spec-ctrl) added: Spectre v2"),
-    ("3.0.0", frozenset({"ssbd"}), frozenset(),
-     "SSBD added: Spectre v4 (speculative store bypass)"),
+    ("1.3.0", frozenset(), frozenset(), "first version"),
+    ("2.2.0", frozenset({"rdrand"}), frozenset(), "RDRAND added"),
+    ("2.3.0", frozenset(), frozenset({"hle", "rtm"}), "TSX removed (microcode errata)"),
+    ("2.5.0", frozenset({"abm"}), frozenset(), "ABM (LZCNT) added"),
+    ("2.12.0", frozenset({"spec-ctrl"}), frozenset(), "IBRS/IBPB (spec-ctrl) added: Spectre v2"),
+    (
+        "3.0.0",
+        frozenset({"ssbd"}),
+        frozenset(),
+        "SSBD added: Spectre v4 (speculative store bypass)",
+    ),
 )
 
 MACHINE_RELEASES: tuple[tuple[int, int], ...] = (
@@ -118,7 +117,9 @@ def build_machines(model: Model) -> dict[str, MachineType]:
             name = f"{family}-{release[0]}.{release[1]}"
             target = bare_version(model, release)
             machines[name] = MachineType(
-                name=name, bare=BareRule.V1, release=machine_release(name),
+                name=name,
+                bare=BareRule.V1,
+                release=machine_release(name),
                 alias=alias if release == newest else None,
                 versions=((model.name, target.number),) if target.number != 1 else (),
             )
@@ -130,15 +131,21 @@ def build_catalog(source: Catalog) -> Catalog:
     versions = {v.name for v in model.versions}
     accelerators = {
         name: Accelerator(
-            name, acc.defaults, acc.host_vendor,
+            name,
+            acc.defaults,
+            acc.host_vendor,
             tuple((v, delta) for v, delta in acc.levels if v in versions),
         )
         for name, acc in source.accelerators.items()
     }
     return Catalog(
-        release=RELEASE, build=BUILD, models={model.name: model},
-        machines=build_machines(model), accelerators=accelerators,
-        tcg_offers=source.tcg_offers, source="tools/build_seed_example.py",
+        release=RELEASE,
+        build=BUILD,
+        models={model.name: model},
+        machines=build_machines(model),
+        accelerators=accelerators,
+        tcg_offers=source.tcg_offers,
+        source="tools/build_seed_example.py",
     )
 
 
@@ -152,8 +159,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if written.models != catalog.models or written.machines != catalog.machines:
         print(f"{args.output}: does not read back as written", file=sys.stderr)
         return 1
-    print(f"wrote {args.output}: {sum(len(m.versions) for m in catalog.models.values())} versions, "
-          f"{len(catalog.machines)} machine types", file=sys.stderr)
+    print(
+        f"wrote {args.output}: {sum(len(m.versions) for m in catalog.models.values())} versions, "
+        f"{len(catalog.machines)} machine types",
+        file=sys.stderr,
+    )
     return 0
 
 

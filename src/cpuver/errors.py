@@ -120,6 +120,12 @@ class HostError(CpuverError):
     """Host capabilities could not be read or are malformed."""
 
 
+class HostNeeded(HostError):
+    """An answer needs what a host offers and none was given. The message says what is needed,
+    not how to give it: the CLI and the service each add their own way (``--host``, a request's
+    ``host``)."""
+
+
 class QemuError(CpuverError):
     """A QEMU process could not be started or answered a QMP command with an error."""
 

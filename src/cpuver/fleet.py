@@ -377,15 +377,18 @@ class Fleet:
         hosts: Sequence[str] | None = None,
     ) -> list[WhatIfChange]:
         """Models whose pool answer changes when ``drop`` is taken from and ``add`` given to
-        the pool's hosts (default: all), e.g. dropping hle,rtm (a TSX microcode update)."""
+        ``hosts`` of the pool (default: all), e.g. dropping hle,rtm (a TSX microcode update).
+        The answer stays the whole pool's: the other hosts are counted as they are."""
         slots = self._slots(hosts)
-        before_usable = self._usable[slots]
+        every = self._usable[: len(self._names)]
         drop_bits, add_bits = self._encode(drop), self._encode(add)
         changed_bits = (self._host_bits[slots] & ~drop_bits) | add_bits
-        after_usable = self.usability(changed_bits)
-        before = self._best_of(before_usable.all(axis=0))
-        after = self._best_of(after_usable.all(axis=0))
-        differs = before_usable != after_usable
+        changed_usable = self.usability(changed_bits)
+        after_every = every.copy()
+        after_every[slots] = changed_usable
+        before = self._best_of(every.all(axis=0))
+        after = self._best_of(after_every.all(axis=0))
+        differs = every[slots] != changed_usable
         changes = []
         for model, (start, stop) in self._models.items():
             if before[model] == after[model]:

@@ -13,13 +13,18 @@ writes, so no file path is ever derived from an unchecked name. Pure: no I/O.
 
 from __future__ import annotations
 
+import difflib
 import re
+from collections.abc import Iterable
 from typing import Literal
 
 from cpuver.errors import CpuverError, shown
 
 NAME_MAX = 128
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+SUGGESTIONS = 3
+SIMILAR = 0.6
+"""How alike (difflib's ratio) a known name must be to be suggested, as for model names."""
 RULE = f"1 to {NAME_MAX} letters, digits, '.', '_' or '-', starting with a letter or digit"
 
 Kind = Literal["guest", "host", "pool"]
@@ -47,3 +52,9 @@ def check_name(kind: Kind, name: object, where: str = "") -> str:
         raise InvalidName(kind, name, where)
     assert isinstance(name, str)
     return name
+
+
+def closest(name: str, known: Iterable[str]) -> list[str]:
+    """The known names most like ``name`` (a misspelt one), best first: the close-match rule the
+    catalog uses for model names (difflib), for pages that suggest a name."""
+    return difflib.get_close_matches(name, list(known), n=SUGGESTIONS, cutoff=SIMILAR)

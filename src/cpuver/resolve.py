@@ -20,11 +20,18 @@ from enum import StrEnum
 from functools import lru_cache
 
 from cpuver.catalog import Catalog, NameKind, NameRef
-from cpuver.errors import HostError, InvalidSpec, NotRunnable, UnknownRelease, UnknownVersion
+from cpuver.errors import (
+    HostNeeded,
+    InvalidSpec,
+    NotRunnable,
+    UnknownFeature,
+    UnknownRelease,
+    UnknownVersion,
+)
 from cpuver.features import FeatureSet, FeatureTable
 from cpuver.host.capabilities import HostCapabilities
 from cpuver.models import BareRule, Definition, Delta, MachineType, Version
-from cpuver.spec import Spec, parse
+from cpuver.spec import FeatureChange, Spec, option_like, parse
 
 SPEC_MEMO_CHARS = 256
 """Specs up to this long are memoized (4,096 of them at most: about 1 MB); longer ones, rare
@@ -71,6 +78,9 @@ class Resolution:
     unknown: tuple[tuple[str, str], ...] = ()
     """Blockers (of the choice or of rejected versions) the host's evidence cannot decide, with
     why: counted as missing, never guessed offered."""
+    notes: tuple[str, ...] = ()
+    """What the answer rests on that the user did not ask for (a host probed for another
+    QEMU release than the catalog's)."""
 
     @property
     def model(self) -> str:
@@ -106,6 +116,7 @@ class Resolver:
         self.features = features or FeatureTable.bundled()
         release = ".".join(catalog.release.split(".")[:2])
         self.offers: FeatureSet | None = host.offered(self.accel, release) if host else None
+        self.notes = _release_notes(host, release)
         if self.offers is None and self.accel == "tcg":
             # TCG offers the same everywhere: the catalog records it from QEMU's own filter.
             self.offers = catalog.tcg_offers
@@ -170,9 +181,23 @@ class Resolver:
         return tuple(sorted(definition.features - self.offers))
 
     def _user_changes(self, spec: Spec) -> Delta:
-        on = frozenset(self.features.canonical(c.name) for c in spec.changes if c.enabled)
-        off = frozenset(self.features.canonical(c.name) for c in spec.changes if not c.enabled)
+        on = frozenset(self._feature(c) for c in spec.changes if c.enabled)
+        off = frozenset(self._feature(c) for c in spec.changes if not c.enabled)
         return Delta(on, off)
+
+    def _feature(self, change: FeatureChange) -> str:
+        """A changed feature's canonical name; an unknown one that looks like a misspelt option
+        (``bset=on``) is suggested as that option too."""
+        try:
+            return self.features.canonical(change.name)
+        except UnknownFeature as err:
+            option = option_like(change.name)
+            if option is None or option == "version":
+                raise
+            spelled = (
+                "enforce" if option == "enforce" else f"best={'on' if change.enabled else 'off'}"
+            )
+            raise UnknownFeature(change.name, (*err.suggestions, spelled)) from None
 
     def _versioned(self, version: Version) -> NameRef:
         return NameRef(
@@ -253,10 +278,7 @@ class Resolver:
 
     def _best(self, text: str, spec: Spec, ref: NameRef, user: Delta) -> Resolution:
         if self.offers is None:
-            raise HostError(
-                f"{text}: version=best needs what the host offers under {self.accel}: "
-                "give --host FILE (or --host local)"
-            )
+            raise HostNeeded(f"{text}: version=best needs what the host offers under {self.accel}")
         tried = [
             (version, definition, self.blockers(definition))
             for version in reversed(ref.model.versions)
@@ -303,4 +325,18 @@ class Resolver:
             missing=missing,
             enforce=spec.enforce,
             unknown=unknown,
+            notes=self.notes,
         )
+
+
+def _release_notes(host: HostCapabilities | None, release: str) -> tuple[str, ...]:
+    """Say so when the host snapshot was not probed for the catalog's QEMU release: its offers
+    for another release are used (the newest older one), never silently."""
+    used = host.release_for(release) if host is not None else None
+    if host is None or used is None or used == release:
+        return ()
+    return (
+        f"host {host.name} was probed for QEMU {', '.join(host.releases)}, not "
+        f"{release}: its QEMU {used} offers are used (probe it with QEMU {release}, or "
+        f"choose --qemu {used})",
+    )

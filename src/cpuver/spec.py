@@ -17,13 +17,14 @@ parses back to an equal spec.
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass
 from typing import Literal
 
 from cpuver.errors import InvalidSpec
 
-__all__ = ["FeatureChange", "SelectorKind", "Spec", "VersionSelector", "parse"]
+__all__ = ["FeatureChange", "SelectorKind", "Spec", "VersionSelector", "option_like", "parse"]
 
 SelectorKind = Literal["best", "latest", "number", "release"]
 
@@ -36,6 +37,12 @@ _SWITCH = {"on": True, "off": False, "true": True, "false": False, "yes": True, 
 _OPTIONS = frozenset({"version", "best", "enforce"})
 _ITEM_HELP = "use +feat, -feat, feat=on|off, version=..., best=on|off or enforce"
 _SELECTOR_HELP = "use best, latest, vN, N or a release like 2.12.0"
+
+
+def option_like(word: str) -> str | None:
+    """The spec option (version, best, enforce) that ``word`` is probably a misspelling of."""
+    close = difflib.get_close_matches(word.lower(), sorted(_OPTIONS), n=1, cutoff=0.6)
+    return close[0] if close else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +179,8 @@ class _Parser:
             elif key.value == "enforce":
                 raise self._error("enforce takes no value", item)
             else:
+                if value.value not in _SWITCH and (option := option_like(key.value)):
+                    raise self._error(f"unknown option {key.value!r} (did you mean {option}?)", key)
                 name = self._feature_name(key)
                 self._change(item, name, enabled=self._switch(name, value))
         elif body == "enforce":
@@ -179,7 +188,9 @@ class _Parser:
                 raise self._error("enforce given twice", item)
             self.enforce = True
         else:
-            raise self._error(f"unknown item {body!r}: {_ITEM_HELP}", item)
+            option = option_like(body)
+            hint = f" (did you mean {option}?)" if option == "enforce" else f": {_ITEM_HELP}"
+            raise self._error(f"unknown item {body!r}{hint}", item)
 
     def _identifier(self, token: _Token, what: str) -> str:
         if not token.value:

@@ -70,11 +70,12 @@ def test_a_killed_launch_leaves_no_qemu_that_nothing_knows(
     for delay in delays:
         process = subprocess.Popen(
             world["launch"], env=world["env"], stdout=subprocess.DEVNULL,  # type: ignore[arg-type]
-            stderr=subprocess.DEVNULL,
+            stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         time.sleep(delay)
         process.send_signal(how)
-        process.wait(timeout=60)
+        _out, err = process.communicate(timeout=60)
+        assert "Traceback" not in err, err
         time.sleep(0.1)
         left = processes_running(state)
         status = guest_state(world)  # this command ends the strays

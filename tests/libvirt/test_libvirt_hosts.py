@@ -70,7 +70,7 @@ def test_a_domcapabilities_file_is_a_host_file(
     probed = api.probe_libvirt(daemons.a.uri)
     assert (read.name, read.offered("tcg", "10.0")) == ("hv-a", probed.offered("tcg", "10.0"))
     assert main(["resolve", "Westmere,version=best", "--host", str(path), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["name"] == "Westmere-v1"
+    assert json.loads(capsys.readouterr().out)[0]["name"] == "Westmere-v1"
 
 
 def test_fleet_add_connect_stores_the_host_behind_each_connection(

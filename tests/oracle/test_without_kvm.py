@@ -55,5 +55,5 @@ def test_auto_probe_falls_back_to_qemu_and_offers_tcg_only(
 def test_resolve_defaults_to_tcg() -> None:
     done = cpuver("resolve", "Westmere", "--json")
     assert done.returncode == 0, done.stderr
-    answer = json.loads(done.stdout)
+    [answer] = json.loads(done.stdout)
     assert answer["accel"] == "tcg"

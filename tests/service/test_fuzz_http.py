@@ -64,7 +64,8 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     "/api/pools/{pool}/what-if": {"drop": ["hle", "rtm"], "hosts": ["hv1"], "qemu": "10.0"},
     "/api/guests/{name}/update-cpu": {"to": "best", "pool": "rack3", "dry_run": True},
 }  # fmt: skip
-DASHBOARD = ["/", "/pools/{pool}", "/models", "/models/{name}", "/guests"]
+DASHBOARD = ["/", "/pools/{pool}", "/models", "/models/{name}", "/guests", "/guests/{name}",
+             "/hosts/{name}"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")

@@ -346,3 +346,18 @@ def test_postgres_going_away_is_503_and_coming_back_needs_no_retry(
     for route in (GUESTS, "/api/guests/web1", "/api/pools"):
         assert client.get(route).status_code == 200  # the first request after the restart too
     no_traceback(server)
+
+
+@pytest.mark.postgresql
+def test_readyz_is_503_while_the_database_is_gone_and_healthz_still_200(
+    own_cluster: PostgresCluster, serve: Serve
+) -> None:
+    [server] = serve(own_cluster.new_database(), 1)
+    assert server.client.get("/readyz").json() == {"status": "ready"}
+    own_cluster.stop()
+    ready, healthy = server.client.get("/readyz"), server.client.get("/healthz")
+    own_cluster.resume()
+    assert (ready.status_code, ready.headers["retry-after"]) == (503, "5")
+    assert ready.json()["error"].startswith("database unavailable: ")
+    assert healthy.json() == {"status": "ok"}
+    assert server.client.get("/readyz").status_code == 200

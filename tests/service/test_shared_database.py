@@ -127,7 +127,7 @@ def test_guest_defined_for_a_pool_pushed_through_another_server_gets_its_best(
     pin = created.json()["pin"]
     assert not TSX & set(pin["features"]["on"])  # hv3 could not run it otherwise
     targets = a.client.get("/api/guests/web1/targets", params={"pool": "rack3"}).json()
-    assert targets == {"guest": "web1", "targets": ["hv1", "hv3"], "blocked": {}}
+    assert targets == {"guest": "web1", "targets": ["hv1", "hv3"], "blocked": {}, "pending": None}
 
 
 def test_one_guest_defined_through_two_servers_at_once_has_one_winner(

@@ -12,6 +12,7 @@ import pytest
 
 from cpuver.catalog.files import bundled_dir, dump, load
 from cpuver.cli import main
+from cpuver.cli.output import EXIT_ERROR, EXIT_REFUSED, EXIT_USAGE
 from cpuver.host.capabilities import SNAPSHOT_SCHEMA_V1 as SNAPSHOT_SCHEMA
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -49,7 +50,7 @@ def by_name(entries: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def tcg_features(capsys: pytest.CaptureFixture[str], spec: str) -> list[str]:
-    features: list[str] = run_json(capsys, "resolve", spec, "--accel", "tcg")["features"]
+    features: list[str] = run_json(capsys, "resolve", spec, "--accel", "tcg")[0]["features"]
     return features
 
 
@@ -67,8 +68,10 @@ def host_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
     return path
 
 
-def assert_one_error(code: int, out: str, err: str, *fragments: str) -> None:
-    assert code == 1
+def assert_one_error(
+    code: int, out: str, err: str, *fragments: str, exit_code: int = EXIT_ERROR
+) -> None:
+    assert code == exit_code
     assert out == ""
     assert err.startswith("cpuver: error: ")
     assert "Traceback" not in err
@@ -133,7 +136,7 @@ def test_models_text_starts_with_a_header_naming_catalog_machine_and_accel(
 def test_host_file_with_one_accelerator_picks_it(
     capsys: pytest.CaptureFixture[str], host_file: Path
 ) -> None:
-    assert run_json(capsys, "resolve", "Haswell-v4", "--host", str(host_file))["accel"] == "tcg"
+    assert run_json(capsys, "resolve", "Haswell-v4", "--host", str(host_file))[0]["accel"] == "tcg"
 
 
 # ------------------------------------------------------------------------------ resolve
@@ -155,7 +158,7 @@ def test_resolve_json_has_the_documented_keys(capsys: pytest.CaptureFixture[str]
 
 
 def test_resolve_json_describes_the_resolution(capsys: pytest.CaptureFixture[str]) -> None:
-    result = run_json(capsys, "resolve", "Haswell,version=2.4.0", "--accel", "tcg")
+    [result] = run_json(capsys, "resolve", "Haswell,version=2.4.0", "--accel", "tcg")
     assert (result["name"], result["model"], result["version"]) == (
         "Haswell-2.4.0",
         "Haswell",
@@ -173,7 +176,7 @@ def test_resolve_json_of_best_lists_blockers(
     capsys: pytest.CaptureFixture[str], host_file: Path
 ) -> None:
     host = ["--host", str(host_file)]
-    result = run_json(capsys, "resolve", "486,version=best", *host)
+    [result] = run_json(capsys, "resolve", "486,version=best", *host)
     assert (result["name"], result["rule"], result["blockers"]) == ("486-v1", "best", {})
 
 
@@ -193,7 +196,7 @@ def test_qemu_option_selects_the_7_2_catalog(capsys: pytest.CaptureFixture[str])
 
 
 def test_qemu_option_changes_the_default_machine_type(capsys: pytest.CaptureFixture[str]) -> None:
-    result = run_json(capsys, "resolve", "Haswell", "--qemu", "7.2", "--accel", "tcg")
+    [result] = run_json(capsys, "resolve", "Haswell", "--qemu", "7.2", "--accel", "tcg")
     assert result["machine"] == "pc-q35-7.2"
 
 
@@ -343,13 +346,21 @@ def test_best_that_nothing_satisfies_lists_blockers_and_fails(
     capsys: pytest.CaptureFixture[str], host_file: Path
 ) -> None:
     code, out, err = run(capsys, "resolve", "Haswell,version=best", "--host", str(host_file))
-    assert_one_error(code, out, err, "Haswell-v4: missing avx2", "Haswell-v1: missing avx2, hle")
+    assert_one_error(
+        code,
+        out,
+        err,
+        "Haswell-v4: missing avx2",
+        "Haswell-v1: missing avx2, hle",
+        exit_code=EXIT_REFUSED,
+    )
 
 
-def test_usage_error_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as caught:
-        main(["resolve"])
-    assert caught.value.code == 2
+def test_usage_error_exits_2_with_the_usage_line(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "resolve")
+    assert (code, out) == (EXIT_USAGE, "")
+    assert err.startswith("usage: cpuver resolve")
+    assert "cpuver: error: cpuver resolve: the following arguments are required: SPEC" in err
 
 
 # ------------------------------------------------------------------------------ console script
@@ -365,7 +376,7 @@ def test_console_script_runs_and_prints_json() -> None:
         timeout=60,
     )
     assert (completed.returncode, completed.stderr) == (0, "")
-    assert json.loads(completed.stdout)["qemu_cpu_arg"] == "Haswell-v2"
+    assert json.loads(completed.stdout)[0]["qemu_cpu_arg"] == "Haswell-v2"
 
 
 def test_console_script_error_exits_1_without_traceback() -> None:

@@ -61,7 +61,7 @@ def test_start_on_a_host_lacking_a_pinned_feature_is_refused_with_the_blocker(
     defined(capsys, tmp_path, db)
     poor = host_file(tmp_path, "hv2", frozenset({"aes"}))
     code, _out, err = run(capsys, "domain", "start", "web1", "--host", poor, *db)
-    assert code == 1
+    assert code == 3  # refused
     assert "lacks pinned feature(s) aes" in err
 
 
@@ -91,7 +91,7 @@ def test_migrating_a_shut_off_guest_is_an_illegal_transition(
 ) -> None:
     host = defined(capsys, tmp_path, db)
     code, _out, err = run(capsys, "domain", "migrate", "web1", "--to", host, *db)
-    assert code == 1
+    assert code == 3  # refused
     assert "cpuver: error:" in err
 
 
@@ -100,7 +100,7 @@ def test_update_cpu_refuses_a_signature_change_unless_accepted(
 ) -> None:
     defined(capsys, tmp_path, db)
     code, _out, err = run(capsys, "domain", "update-cpu", "web1", "--to", "latest", *db)
-    assert code == 1
+    assert code == 3  # refused
     assert "re-activate" in err
     code, out, _err = run(
         capsys, "domain", "update-cpu", "web1", "--to", "latest", "--accept-signature-change", *db
@@ -216,10 +216,8 @@ def test_a_version_the_given_host_cannot_run_is_refused_unless_forced(
 ) -> None:
     defined_with(capsys, tmp_path, db, "Haswell-v2")
     host = kvm_host_file(tmp_path, "hv1", "Haswell-v2")
-    code, _out, err = run(
-        capsys, "domain", "update-cpu", "web1", "--to", "v4", "--host", host, *db
-    )
-    assert code == 1
+    code, _out, err = run(capsys, "domain", "update-cpu", "web1", "--to", "v4", "--host", host, *db)
+    assert code == 3  # refused
     assert "cannot update the CPU of guest 'web1' to Haswell-v4: hv1 lacks" in err
     forced = run(
         capsys, "domain", "update-cpu", "web1", "--to", "v4", "--host", host, "--force",
@@ -237,7 +235,7 @@ def test_an_explicit_version_is_checked_against_the_pool(
     code, _out, err = run(
         capsys, "domain", "update-cpu", "web1", "--to", "v4", "--pool", "rack", *db
     )
-    assert code == 1 and "pool rack lacks" in err
+    assert code == 3 and "pool rack lacks" in err
 
 
 def test_without_host_or_pool_every_stored_host_of_the_accelerator_must_run_it(
@@ -248,7 +246,7 @@ def test_without_host_or_pool_every_stored_host_of_the_accelerator_must_run_it(
     small = kvm_host_file(tmp_path, "hv3", "Haswell-v2")
     assert run(capsys, "fleet", "add", small, "--pool", "rack", *db)[0] == 0
     code, _out, err = run(capsys, "domain", "update-cpu", "web1", "--to", "v3", *db)
-    assert code == 1 and "hv3 lacks" in err
+    assert code == 3 and "hv3 lacks" in err
 
 
 def kvm_host_file(tmp_path: Path, name: str, runs: str) -> str:

@@ -174,16 +174,53 @@ def test_pool_baseline_gives_each_family_its_pool_best(
 
 
 def test_what_if_drop_tsx_lists_the_changed_pool_answers(
-    capsys: pytest.CaptureFixture[str], rack3: list[str]
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, db: list[str]
 ) -> None:
+    files = [snapshot_file(tmp_path, name, capable()) for name in ("hv1", "hv2")]
+    run(capsys, "fleet", "add", *files, "--pool", "gold", *db)
     code, out, _err = run(
-        capsys, "fleet", "what-if", "--drop", "hle,rtm", "--hosts", "hv1,hv2", *rack3
+        capsys, "fleet", "what-if", "--drop", "hle,rtm", "--hosts", "hv1", "--pool", "gold", *db
     )
     assert code == 0
-    assert "Cooperlake: Cooperlake-v2 -> (none runs on every host) (because of hv1, hv2)" in (
+    assert "Cooperlake: Cooperlake-v2 -> (none runs on every host) (because of hv1)" in (
         out.splitlines()
     )
     assert "Haswell:" not in out  # Haswell-v4 runs without TSX
+
+
+def test_what_if_of_some_hosts_keeps_the_rest_of_the_pool(
+    capsys: pytest.CaptureFixture[str], rack3: list[str]
+) -> None:
+    """hv3 lacked TSX all along: hv1 losing it changes no answer of the pool rack3."""
+    _code, out, _err = run(
+        capsys, "fleet", "what-if", "--drop", "hle,rtm", "--hosts", "hv1", "--json", *rack3
+    )
+    assert json.loads(out)["answers"] == []
+
+
+def test_what_if_strands_only_guests_left_with_no_host(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, rack3: list[str], db: list[str]
+) -> None:
+    """web1 (Haswell-v3, TSX) runs on hv1 and hv2: hv1 losing TSX leaves it hv2."""
+    define_guest(capsys, tmp_path, db, "web1", "Haswell-v3")
+    _code, out, _err = run(
+        capsys, "fleet", "what-if", "--drop", "hle,rtm", "--hosts", "hv1", "--json", *rack3
+    )
+    data = json.loads(out)
+    assert [(g["guest"], g["host"]) for g in data["guests"]] == [("web1", "hv1")]
+    assert data["stranded"] == []
+    _code, out, _err = run(
+        capsys, "fleet", "what-if", "--drop", "hle,rtm", "--hosts", "hv1,hv2", "--json", *rack3
+    )
+    assert json.loads(out)["stranded"] == ["web1"]
+
+
+def test_what_if_of_a_host_outside_the_pool_is_an_error(
+    capsys: pytest.CaptureFixture[str], rack3: list[str]
+) -> None:
+    code, _out, err = run(capsys, "fleet", "what-if", "--drop", "hle", "--hosts", "hv9", *rack3)
+    assert code == 1
+    assert "not in pool 'rack3': hv9" in err
 
 
 def test_what_if_lists_the_stored_guests_that_lose_hosts(
@@ -258,7 +295,7 @@ def test_define_with_pool_refuses_what_one_host_lacks(
     assert pinned(capsys, db, "solo") == "Cooperlake-v2"
     pooled = guest_file(tmp_path, "pooled", "Cooperlake,version=best")
     code, _out, err = run(capsys, "domain", "define", pooled, "--accel", "kvm", *rack3)
-    assert code == 1
+    assert code == 3
     assert "can run on pool rack3 (3 hosts)" in err
     assert "Cooperlake-v2: missing hle, rtm" in err
 
@@ -276,8 +313,7 @@ def test_define_takes_a_host_or_a_pool_not_both(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, rack3: list[str]
 ) -> None:
     guest = guest_file(tmp_path, "web1", "Haswell,version=best")
-    with pytest.raises(SystemExit):
-        main(["domain", "define", guest, "--host", str(tmp_path / "hv1.json"), *rack3])
+    assert main(["domain", "define", guest, "--host", str(tmp_path / "hv1.json"), *rack3]) == 2
     assert "not allowed with argument" in capsys.readouterr().err
 
 
@@ -289,7 +325,6 @@ def test_update_cpu_to_best_for_a_pool_moves_to_the_pools_best(
     code, _out, err = run(capsys, "domain", "update-cpu", "web1", "--to", "best", accept, *rack3)
     assert code == 0, err
     assert pinned(capsys, db, "web1") == "Haswell-v4"
-
 
 
 def test_pool_best_groups_hosts_that_lack_the_same_features(
@@ -304,3 +339,22 @@ def test_pool_best_groups_hosts_that_lack_the_same_features(
         "  Haswell-v3 blocked: hv1, hv2, hv3, hv4, hv5 and 2 more hosts lack hle, rtm; "
         "hv8 lacks spec-ctrl"
     ) in out.splitlines()
+
+
+def test_targets_count_a_pending_update_the_next_cold_boot_runs(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, rack3: list[str], db: list[str]
+) -> None:
+    """web1 (Haswell-v4, runs everywhere) is to become Haswell-v3 (TSX): hv3 can no longer
+    take it, since the next cold boot there would need hle and rtm."""
+    define_guest(capsys, tmp_path, db, "web1", "Haswell-v4")
+    run(capsys, "domain", "start", "web1", "--host", str(tmp_path / "hv1.json"), *db)
+    code, _out, err = run(
+        capsys, "domain", "update-cpu", "web1", "--to", "v3", "--accept-signature-change",
+        "--force", *db,
+    )  # fmt: skip
+    assert code == 0, err
+    _code, out, _err = run(capsys, "domain", "targets", "web1", "--json", *rack3)
+    answer = json.loads(out)
+    assert answer["targets"] == ["hv1", "hv2"]
+    assert answer["blocked"] == {"hv3": ["hle", "rtm"]}
+    assert answer["pending"] == "Haswell-v3"

@@ -241,9 +241,8 @@ def test_empty_pool_runs_every_latest_version(q10: Catalog) -> None:
 
 def test_what_if_dropping_tsx_turns_icelake_v7_pools_to_v6(q10: Catalog) -> None:
     fleet = Fleet(q10)
-    fleet.set_host("ice-1", capable_of(q10, "Icelake-Server-v7"))
-    fleet.set_host("ice-2", capable_of(q10, "Icelake-Server-v7"))
-    fleet.set_host("haswell", capable_of(q10, "Haswell-v3"))
+    for name in ("ice-1", "ice-2", "ice-3"):
+        fleet.set_host(name, capable_of(q10, "Icelake-Server-v7"))
     changes = fleet.what_if(drop=TSX, hosts=["ice-1", "ice-2"])
     assert (
         WhatIfChange("Icelake-Server", "Icelake-Server-v7", "Icelake-Server-v6", ("ice-1", "ice-2"))
@@ -251,6 +250,14 @@ def test_what_if_dropping_tsx_turns_icelake_v7_pools_to_v6(q10: Catalog) -> None
     )
     # The change is hypothetical: nothing in the fleet changed.
     assert fleet.baseline(["ice-1"])["Icelake-Server"] == "Icelake-Server-v7"
+
+
+def test_what_if_of_some_hosts_answers_for_the_whole_pool(q10: Catalog) -> None:
+    """A pool that never ran any Icelake version keeps that answer whatever ice-1 loses."""
+    fleet = Fleet(q10)
+    fleet.set_host("ice-1", capable_of(q10, "Icelake-Server-v7"))
+    fleet.set_host("haswell", capable_of(q10, "Haswell-v3"))
+    assert "Icelake-Server" not in {c.model for c in fleet.what_if(drop=TSX, hosts=["ice-1"])}
 
 
 def test_what_if_dropping_tsx_leaves_haswell_v4_pools_alone(q10: Catalog) -> None:

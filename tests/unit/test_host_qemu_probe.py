@@ -58,7 +58,7 @@ def test_probe_via_qemu_then_resolve_with_it(
     capsys.readouterr()
     argv = ["resolve", "Westmere,version=best", "--host", str(snapshot_file), "--accel", "tcg"]
     assert main([*argv, "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["rule"] == "best"
+    assert json.loads(capsys.readouterr().out)[0]["rule"] == "best"
 
 
 def test_resolver_takes_the_offers_of_its_catalogs_release(snapshot_file: Path) -> None:

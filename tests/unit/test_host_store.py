@@ -21,7 +21,6 @@ from cpuver.store import (
     PoolNotFound,
     PoolRecord,
 )
-from cpuver.store.schema import HEAD, head_revision
 from postgres import url_fixture  # noqa: F401  (the url fixture)
 
 
@@ -37,7 +36,6 @@ def store(url: str) -> Iterator[HostStore]:
 
 
 def test_migrations_to_head_create_the_host_tables(url: str) -> None:
-    assert head_revision() == HEAD
     HostStore(url).migrate()
     engine = create_engine(url)
     try:

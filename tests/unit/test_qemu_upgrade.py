@@ -112,7 +112,7 @@ def test_host_diff_wants_one_file_with_to_qemu_and_two_without(
 ) -> None:
     one = cache_file(tmp_path, EPYC, "hv1")
     code, _out, err = run(capsys, "host", "diff", one)
-    assert code == 1 and "needs two snapshots A B, or one with --to-qemu" in err
+    assert code == 2 and "needs two snapshots A B, or one with --to-qemu" in err
     code, _out, err = run(capsys, "host", "diff", one, one, "--to-qemu", "11.1")
     assert code == 1 and "give one file" in err
 
@@ -195,5 +195,5 @@ def test_what_if_without_changes_or_release_says_what_it_needs(
     capsys: pytest.CaptureFixture[str], rack: list[str]
 ) -> None:
     code, _out, err = run(capsys, "fleet", "what-if", *rack)
-    assert code == 1
+    assert code == 2
     assert "what-if needs --drop and/or --add features, or --qemu X.Y alone" in err

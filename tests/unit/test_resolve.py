@@ -220,6 +220,12 @@ def test_unknown_feature_in_a_change_suggests_close_names(q10: Catalog) -> None:
     assert "did you mean pcid" in str(caught.value)
 
 
+def test_unknown_feature_that_looks_like_an_option_suggests_the_option(q10: Catalog) -> None:
+    with pytest.raises(UnknownFeature) as caught:
+        resolve(q10, "Haswell,bset=on")
+    assert "best=on" in caught.value.suggestions
+
+
 def test_legacy_revision_start_then_changes_differ_from_its_version(q10: Catalog) -> None:
     """Under pc-i440fx-2.4 the changes turn Haswell-v1 into the revision, plus the user's."""
     changes = resolve(q10, "Haswell,-hle", machine="pc-i440fx-2.4").changes

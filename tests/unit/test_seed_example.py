@@ -113,8 +113,9 @@ def test_release_selector_2_2_0_gives_the_2_2_0_definition(catalog: Catalog) -> 
 
 def test_tool_regenerates_the_example_byte_identically(tmp_path: Path) -> None:
     output = tmp_path / "seed-haswell"
-    subprocess.run([sys.executable, str(TOOL), "--output", str(output)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, str(TOOL), "--output", str(output)], check=True, capture_output=True
+    )
 
     def files(root: Path) -> dict[str, bytes]:
         return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*.json"))}

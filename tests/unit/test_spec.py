@@ -281,6 +281,32 @@ def test_unknown_item_is_rejected() -> None:
     assert error.text[error.start : error.end] == "pcid"
 
 
+@pytest.mark.parametrize(
+    ("text", "key", "option"),
+    [
+        ("Haswell,verison=best", "verison", "version"),
+        ("Haswell,vesion=2.12.0", "vesion", "version"),
+        ("Haswell,+pcid,versio=latest", "versio", "version"),
+    ],
+)
+def test_misspelt_option_key_suggests_the_option_and_points_at_the_key(
+    text: str, key: str, option: str
+) -> None:
+    error = rejected(text)
+    assert error.message == f"unknown option {key!r} (did you mean {option}?)"
+    assert error.text[error.start : error.end] == key
+
+
+def test_misspelt_enforce_suggests_enforce() -> None:
+    error = rejected("Haswell,enforced")
+    assert error.message == "unknown item 'enforced' (did you mean enforce?)"
+
+
+def test_feature_switched_on_or_off_is_not_taken_for_an_option() -> None:
+    """``bets=on`` may be a feature: parsing is syntactic, resolution decides (and hints)."""
+    assert parse("Haswell,bets=on").changes == (FeatureChange("bets", True),)
+
+
 # canonical form
 
 

@@ -31,7 +31,7 @@ from cpuver.store import (
     StoreError,
     default_url,
 )
-from cpuver.store.schema import HEAD, head_revision
+from cpuver.store.schema import HEAD, alembic_config, head_revision
 from cpuver.store.tables import metadata
 from postgres import url_fixture  # noqa: F401  (the url fixture)
 
@@ -312,6 +312,52 @@ def test_delete_removes_the_guest_and_its_history(store: GuestStore) -> None:
     assert [g.name for g in store.list()] == ["web2"]
     define(store, "web1", PIN_2, "fp-2")  # the name is free again, with a fresh history
     assert [h.new_fingerprint for h in store.history("web1")] == ["fp-2"]
+
+
+def test_undefine_keeping_history_frees_the_name_and_keeps_the_audit_trail(
+    store: GuestStore,
+) -> None:
+    define(store, "web1")
+    store.update("web1", 1, pin_json=PIN_2, fingerprint="fp-2", reason="update-cpu")
+    store.delete("web1", keep_history=True, reason="undefine", actor="bob")
+    assert store.list() == []
+    kept = store.history("web1")
+    assert [(h.reason, h.new_fingerprint) for h in kept] == [
+        ("new guest", "fp-1"),
+        ("update-cpu", "fp-2"),
+        ("undefine", "fp-2"),
+    ]
+    assert kept[-1].actor == "bob"
+    define(store, "web1", PIN_1, "fp-3")
+    assert [h.new_fingerprint for h in store.history("web1")] == ["fp-1", "fp-2", "fp-2", "fp-3"]
+
+
+def test_history_of_a_name_never_defined_is_not_found(store: GuestStore) -> None:
+    with pytest.raises(GuestNotFound):
+        store.history("nope")
+
+
+def test_migration_to_r0006_names_the_guest_of_every_history_row(url: str) -> None:
+    from alembic import command
+
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:  # a database as an older cpuver (r0005) left it
+            command.upgrade(alembic_config(conn), "r0005")
+            conn.exec_driver_sql(
+                "INSERT INTO guests (name, state, machine, pin_json, pin_fingerprint, "
+                "generation, created, updated) VALUES ('web1', 'shutoff', 'pc-q35-10.0', "
+                "'{}', 'fp-1', 1, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+            )
+            conn.exec_driver_sql(
+                "INSERT INTO cpu_history (guest_id, at, actor, reason, new_fingerprint, "
+                "new_pin_json) SELECT id, CURRENT_TIMESTAMP, 'alice', 'define', 'fp-1', '{}' "
+                "FROM guests"
+            )
+    finally:
+        engine.dispose()
+    with GuestStore(url) as store:
+        assert [(h.guest, h.reason) for h in store.history("web1")] == [("web1", "define")]
 
 
 def test_delete_with_stale_generation_is_refused(store: GuestStore) -> None:

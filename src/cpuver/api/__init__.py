@@ -8,6 +8,8 @@
 ``libvirt_domains``  libvirt domains: pin in place, verify, update-cpu, hosts, the hook
 ``fleets``    hosts and pools, pool answers, what-if, where a guest's pin can go
 ``shapes``    the JSON shape of each answer (CLI ``--json`` and the service)
+``refusals``  which errors are refusals (the state says no) rather than bad requests
+``suggestions``  names close to a misspelt pool, host, guest or model name
 
 The names below are the package's interface: callers write ``api.open_catalog(...)`` and need
 not know which module holds a use case. Each module imports its heavy dependencies (the store,
@@ -27,6 +29,7 @@ from cpuver.api.catalogs import (
 )
 from cpuver.api.evidence import host_from_data, host_from_evidence, read_evidence
 from cpuver.api.fleets import (
+    FamilyRuns,
     GuestImpact,
     PoolBest,
     Targets,
@@ -41,26 +44,34 @@ from cpuver.api.fleets import (
     fleet_what_if,
     fresh_answer,
     guest_targets,
+    host_snapshots,
+    host_versions,
     kept_answer,
     kept_pool_fleet,
     open_host_store,
     pool_best,
     pool_fleet,
     pool_host,
-    stored_host,
     stored_hosts,
     update_hosts,
 )
 from cpuver.api.guests import (
+    STEPS_CHECKED,
+    PinChange,
+    StepCheck,
+    cancel_cpu_update,
     check_guests,
+    check_step,
     define_guest,
     define_guest_text,
     get_guest,
+    guest_history,
     guest_rows,
     guest_transition,
     guest_xml,
     list_guests,
     open_store,
+    undefine_guest,
     update_guest_cpu,
 )
 from cpuver.api.hosts import (
@@ -76,6 +87,7 @@ from cpuver.api.hosts import (
     probe_with_qemu,
     read_host,
     release_change,
+    stored_host,
     write_host,
 )
 from cpuver.api.libvirt_domains import (
@@ -92,6 +104,7 @@ from cpuver.api.libvirt_domains import (
     update_domain_cpu,
     verify_domain,
 )
+from cpuver.api.refusals import is_refusal, refusals
 from cpuver.api.running import (
     RunningGuest,
     end_strays,
@@ -105,35 +118,47 @@ from cpuver.api.running import (
     stop_running_guest,
 )
 from cpuver.api.shapes import (
+    cpu_diff_json,
     definitions_json,
+    error_json,
+    guest_json,
     host_json,
     pool_best_json,
     release_change_json,
     resolution_json,
+    step_check_json,
     targets_json,
     upgrade_what_if_json,
     what_if_json,
 )
+from cpuver.api.suggestions import similar_names
 
 __all__ = [
     "KVM_DEVICE",
     "PROBE_METHODS",
+    "STEPS_CHECKED",
     "Difference",
     "FamilyReport",
+    "FamilyRuns",
     "GuestImpact",
+    "PinChange",
     "PinnedDomain",
     "PoolBest",
     "ReleaseChange",
     "RunningGuest",
+    "StepCheck",
     "Targets",
     "UpgradeWhatIf",
     "UsabilityChange",
     "WhatIf",
     "add_host",
     "add_host_files",
+    "cancel_cpu_update",
     "canonical_features",
     "check_guests",
+    "check_step",
     "connect",
+    "cpu_diff_json",
     "daemon_catalog",
     "default_qemu_binary",
     "define_guest",
@@ -143,12 +168,15 @@ __all__ = [
     "domain_pin",
     "domain_targets",
     "end_strays",
+    "error_json",
     "every_guest_targets",
     "feature_names",
     "fleet_upgrade_what_if",
     "fleet_what_if",
     "fresh_answer",
     "get_guest",
+    "guest_history",
+    "guest_json",
     "guest_lock",
     "guest_rows",
     "guest_targets",
@@ -159,8 +187,11 @@ __all__ = [
     "host_from_data",
     "host_from_evidence",
     "host_json",
+    "host_snapshots",
+    "host_versions",
     "import_catalog",
     "install_hook",
+    "is_refusal",
     "kept_answer",
     "kept_pool_fleet",
     "kvm_usable",
@@ -183,6 +214,7 @@ __all__ = [
     "probe_with_qemu",
     "read_evidence",
     "read_host",
+    "refusals",
     "release_change",
     "release_change_json",
     "report",
@@ -193,10 +225,13 @@ __all__ = [
     "running_guest",
     "save_running_guest",
     "signature_text",
+    "similar_names",
+    "step_check_json",
     "stop_running_guest",
     "stored_host",
     "stored_hosts",
     "targets_json",
+    "undefine_guest",
     "update_domain_cpu",
     "update_guest_cpu",
     "update_hosts",

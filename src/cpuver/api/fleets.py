@@ -11,10 +11,11 @@ import json
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from cpuver.api.guests import get_guest, list_guests
-from cpuver.api.hosts import read_host
+from cpuver.api.hosts import read_host, stored_host
 from cpuver.catalog import Catalog
 from cpuver.errors import HostError, shown
 from cpuver.features import FeatureSet
@@ -50,7 +51,11 @@ def add_host_files(
 
     for pool in pools:
         check_name("pool", pool)
-    readers: list[Callable[[str], HostCapabilities]] = [read_host, probe_libvirt]
+
+    def from_file(argument: str) -> HostCapabilities:
+        return read_host(argument, db=store.url)
+
+    readers: list[Callable[[str], HostCapabilities]] = [from_file, probe_libvirt]
     sources = [(readers[0], f) for f in files] + [(readers[1], c) for c in connections]
     read = []
     for done, (reader, argument) in enumerate(sources, 1):
@@ -75,6 +80,49 @@ def _snapshot_json(host: HostCapabilities) -> str:
     return json.dumps(host.to_json(), sort_keys=True)
 
 
+def host_snapshots(store: HostStore, name: str) -> list[tuple[datetime, HostCapabilities]]:
+    """Every snapshot host ``name`` was added with and when, oldest first (the last one is its
+    current snapshot); HostNotFound when no such host is stored."""
+    return [
+        (entry.at, from_json(json.loads(entry.snapshot_json), f"host {name} at {entry.at:%F %T}"))
+        for entry in store.history(name)
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class FamilyRuns:
+    """Which versions of one model family a host runs."""
+
+    family: str
+    versions: tuple[tuple[str, tuple[str, ...]], ...]
+    """Each versioned name, oldest first, with the features the host lacks for it (none: it
+    runs there)."""
+
+
+def host_versions(
+    host: HostCapabilities, catalog: Catalog, accel: str = "kvm", machine: str | None = None
+) -> list[FamilyRuns]:
+    """Every model family of the catalog with what ``host`` lacks for each of its versions under
+    ``accel`` (the answer of a pool of this one host, as a pool's heatmap row shows it)."""
+    from cpuver.fleet import Fleet, offers_of
+
+    fleet = Fleet(catalog, accel, machine)
+    offers = offers_of(host, fleet.accel, catalog.release, catalog)
+    if offers is None:
+        raise HostError(
+            f"host {host.name!r} has no {fleet.accel} capabilities "
+            f"(probe it under {fleet.accel}, or choose another accelerator)"
+        )
+    fleet.set_host(host.name, offers)
+    return [
+        FamilyRuns(
+            family,
+            tuple((v, fleet.missing(host.name, v)) for v in fleet.model_versions(family)),
+        )
+        for family in fleet.models()
+    ]
+
+
 def add_host(store: HostStore, host: HostCapabilities, pools: Sequence[str]) -> HostRecord:
     """Store a host's snapshot (normalised) in ``pools``; a known host is refreshed."""
     return store.add(_snapshot_json(_storable(host)), host.name, pools)
@@ -97,11 +145,6 @@ def update_hosts(
         return [pool_host(store, pool, catalog, accel)]
     stored = [stored_host(record) for record in store.list(None)]
     return [h for h in stored if offers_of(h, accel, catalog.release, catalog) is not None]
-
-
-def stored_host(record: HostRecord) -> HostCapabilities:
-    """A stored host's current snapshot, read back."""
-    return from_json(json.loads(record.snapshot_json), f"host {record.name}")
 
 
 POOL_CACHE_BYTES = 64 << 20
@@ -198,14 +241,13 @@ def pool_fleet(
     catalog: Catalog,
     accel: str = "kvm",
     machine: str | None = None,
-    hosts: Sequence[str] | None = None,
 ) -> Fleet:
-    """A :class:`~cpuver.fleet.Fleet` of the hosts of ``pool`` (only ``hosts`` of it, when
-    given), each with what it offers under ``accel`` for the catalog's QEMU release."""
+    """A :class:`~cpuver.fleet.Fleet` of the hosts of ``pool``, each with what it offers under
+    ``accel`` for the catalog's QEMU release."""
     from cpuver.fleet import Fleet
 
     fleet = Fleet(catalog, accel, machine)
-    offers = _pool_offers(store, pool, catalog, fleet.accel, hosts)
+    offers = _pool_offers(store, pool, catalog, fleet.accel)
     fleet.set_hosts((host.name, found) for host, found in offers)
     return fleet
 
@@ -215,27 +257,19 @@ def _pool_offers(
     pool: str,
     catalog: Catalog,
     accel: str,
-    hosts: Sequence[str] | None = None,
 ) -> list[tuple[HostCapabilities, FeatureSet]]:
-    """Each stored host of ``pool`` (only ``hosts`` of it, when given) with what it offers under
-    ``accel`` for the catalog's QEMU release; a host not probed under ``accel`` is an error."""
+    """Each stored host of ``pool`` with what it offers under ``accel`` for the catalog's QEMU
+    release; a host not probed under ``accel`` is an error."""
     from cpuver.fleet import offers_of
 
-    records = store.list(pool)
-    if hosts is not None:
-        known = {r.name for r in records}
-        unknown = [h for h in hosts if h not in known]
-        if unknown:
-            raise HostError(f"not in pool {pool!r}: {', '.join(unknown)}")
-        records = [r for r in records if r.name in set(hosts)]
     out = []
-    for record in records:
+    for record in store.list(pool):
         host = stored_host(record)
         found = offers_of(host, accel, catalog.release, catalog)
         if found is None:
             raise HostError(
                 f"host {record.name!r} of pool {pool!r} has no {accel} capabilities "
-                f"(probe it under {accel}, or choose another --accel)"
+                f"(probe it under {accel}, or choose another accelerator)"
             )
         out.append((host, found))
     return out
@@ -249,7 +283,7 @@ def pool_host(
     its blockers are the features some host of the pool lacks."""
     offers = _pool_offers(store, pool, catalog, accel)
     if not offers:
-        raise HostError(f"pool {pool!r} has no hosts (add some with cpuver fleet add --pool)")
+        raise HostError(f"pool {pool!r} has no hosts (add some to it first)")
     common = frozenset.intersection(*(found for _host, found in offers))
     vendors = {host.facts.vendor if host.facts else host.vendor for host, _found in offers}
     if accel == "kvm" and len(vendors) > 1:
@@ -327,16 +361,19 @@ def fleet_what_if(
     accel: str = "kvm",
     machine: str | None = None,
 ) -> WhatIf:
-    """What changes when the pool's hosts (only ``hosts``, when given) lose ``drop`` and gain
-    ``add`` (a microcode update taking TSX away, a BIOS setting): which pool answers change, and
-    which stored guests could no longer start on or migrate to which host."""
+    """What changes when the pool's hosts (only ``hosts`` of it, when given: the others stay as
+    they are) lose ``drop`` and gain ``add`` (a microcode update taking TSX away, a BIOS
+    setting): which pool answers change, which stored guests could no longer start on or migrate
+    to which host, and which are stranded (had a host of the pool before, have none after)."""
     from cpuver.fleet import offers_of
 
-    fleet = pool_fleet(host_store, pool, catalog, accel, machine, hosts)
-    changes = fleet.what_if(drop, add)
-    scope = set(fleet.hosts)
-    records = [r for r in host_store.list(pool) if r.name in scope]
-    snapshots = {r.name: stored_host(r) for r in records}
+    fleet = pool_fleet(host_store, pool, catalog, accel, machine)
+    unknown = [h for h in hosts or () if h not in fleet]
+    if unknown:
+        raise HostError(f"not in pool {pool!r}: {', '.join(unknown)}")
+    changes = fleet.what_if(drop, add, hosts)
+    changed = set(fleet.hosts if hosts is None else hosts)
+    snapshots = {r.name: stored_host(r) for r in host_store.list(pool)}
     impacts: list[GuestImpact] = []
     stranded: list[str] = []
     for guest in list_guests(guest_store):
@@ -347,7 +384,7 @@ def fleet_what_if(
             if offered is None:
                 continue
             before = pin_.on - offered
-            after = pin_.on - ((offered - drop) | add)
+            after = pin_.on - ((offered - drop) | add) if name in changed else before
             ran, runs = ran or not before, runs or not after
             if not before and after:
                 impacts.append(
@@ -362,14 +399,17 @@ def fleet_what_if(
 
 Targets = list[tuple[str, tuple[str, ...]]]
 """Every host with the pinned features it lacks: an empty tuple means the guest can start on it
-or migrate to it."""
+or migrate to it. A pending CPU update counts too (it is what the next cold boot runs): a host
+must run both the pin and the pending one."""
 
 
 def guest_targets(
     host_store: HostStore, guest_store: GuestStore, name: str, pool: str | None = None
-) -> Targets:
-    """Every host (of ``pool``, when given) with the pinned features of guest ``name`` it lacks."""
-    return _targets(get_guest(guest_store, name), stored_hosts(host_store, pool))
+) -> tuple[Guest, Targets]:
+    """Guest ``name`` and every host (of ``pool``, when given) with the pinned features (of the
+    pin, and of a pending update) it lacks."""
+    guest = get_guest(guest_store, name)
+    return guest, _targets(guest, stored_hosts(host_store, pool))
 
 
 def every_guest_targets(
@@ -394,15 +434,15 @@ def _targets(guest: Guest, hosts: Sequence[HostCapabilities]) -> Targets:
     from cpuver.domain import DomainError
     from cpuver.domain.pinning import missing_on
 
+    pins = [guest.pin] if guest.pending is None else [guest.pin, guest.pending]
     out: Targets = []
     for host in hosts:
         try:
-            missing = missing_on(guest.pin, host)
+            missing = tuple(sorted({f for pin in pins for f in missing_on(pin, host)}))
         except DomainError:
             missing = (f"(no {guest.pin.accel} capabilities)",)
         out.append((host.name, missing))
     return out
-
 
 
 @dataclass(frozen=True, slots=True)

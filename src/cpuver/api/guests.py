@@ -9,19 +9,21 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cpuver.api.hosts import stored_host
 from cpuver.catalog import Catalog
 from cpuver.documents import text_of
-from cpuver.errors import CpuverError, HostError
+from cpuver.errors import CpuverError, HostError, HostNeeded
 from cpuver.host.capabilities import HostCapabilities
 from cpuver.resolve import Resolver
 
 if TYPE_CHECKING:
     from cpuver.domain.lifecycle import CpuDiff, Guest
-    from cpuver.store import GuestRecord, GuestStore
+    from cpuver.store import GuestRecord, GuestStore, HostStore
 
 
 def open_store(url: str | None = None) -> GuestStore:
@@ -211,7 +213,7 @@ def guest_transition(
     guest = get_guest(store, name)
     if action in ("start", "migrate", "restore"):
         if host is None:
-            raise HostError(f"{action} needs the target host's capabilities (--host/--to)")
+            raise HostNeeded(f"{action} needs the target host's capabilities")
         step = {
             "start": lifecycle.start,
             "migrate": lifecycle.migrate,
@@ -232,6 +234,43 @@ def guest_transition(
         new = {"shutdown": lifecycle.shutdown, "save": lifecycle.save}[action](guest)
         reason = action
     return new if dry_run else _store_change(store, guest, new, reason)
+
+
+STEPS_CHECKED = ("start", "migrate", "restore")
+"""The steps :func:`check_step` answers: those that put a guest on a host."""
+
+
+@dataclass(frozen=True, slots=True)
+class StepCheck:
+    """Whether a guest could take a step onto a host now, and if not why (a read only)."""
+
+    guest: str
+    action: str
+    host: str
+    allowed: bool
+    reason: str | None = None
+    missing: tuple[str, ...] = ()
+    """The pinned features (of the CPU the step would run) the host lacks."""
+
+
+def check_step(
+    store: GuestStore, host_store: HostStore, name: str, action: str, host_name: str
+) -> StepCheck:
+    """Could guest ``name`` ``action`` (start on, migrate to, be restored on) the stored host
+    ``host_name``? Exactly the checks of the step itself (a start runs a pending update), and
+    nothing is changed."""
+    from cpuver.domain import HostLacksFeatures, IllegalTransition
+
+    if action not in STEPS_CHECKED:
+        raise CpuverError(f"action: expected one of {', '.join(STEPS_CHECKED)}, got {action!r}")
+    host = stored_host(host_store.get(host_name))
+    try:
+        guest_transition(store, name, action, host=host, dry_run=True)
+    except HostLacksFeatures as refused:
+        return StepCheck(name, action, host_name, False, str(refused), refused.missing)
+    except IllegalTransition as refused:
+        return StepCheck(name, action, host_name, False, str(refused))
+    return StepCheck(name, action, host_name, True)
 
 
 def update_guest_cpu(
@@ -263,6 +302,27 @@ def update_guest_cpu(
     return updated, replace(diff, kept=kept)
 
 
+def undefine_guest(store: GuestStore, name: str, keep_history: bool = True) -> Guest:
+    """Remove a shut-off or saved guest so its name is free; its CPU history stays for audit
+    unless ``keep_history`` is False. Returns the guest as it was."""
+    from cpuver.domain.lifecycle import undefine
+
+    guest = get_guest(store, name)
+    undefine(guest)
+    store.delete(name, guest.generation, keep_history=keep_history, reason="undefine")
+    return guest
+
+
+def cancel_cpu_update(store: GuestStore, name: str) -> Guest:
+    """Drop a guest's pending CPU update (one no host can run, say): it keeps its CPU."""
+    from cpuver.domain.lifecycle import cancel_update
+
+    guest = get_guest(store, name)
+    cancelled = cancel_update(guest)
+    assert guest.pending is not None
+    return _store_change(store, guest, cancelled, f"update-cpu to {guest.pending.name} cancelled")
+
+
 def check_guests(store: GuestStore, catalog: Catalog) -> list[tuple[str, list[str]]]:
     """Guests whose pinned version no longer exists or is deprecated in ``catalog``."""
     from cpuver.domain.pinning import check
@@ -274,3 +334,36 @@ def check_guests(store: GuestStore, catalog: Catalog) -> list[tuple[str, list[st
             out.append((guest.name, problems))
     return out
 
+
+@dataclass(frozen=True, slots=True)
+class PinChange:
+    """One change of a guest's pin (its definition first): when, who, why, from what to what."""
+
+    at: datetime
+    actor: str
+    reason: str
+    old: str | None
+    """The pinned CPU's name before (None: the guest was defined)."""
+    new: str
+    old_fingerprint: str | None
+    new_fingerprint: str
+
+
+def guest_history(store: GuestStore, name: str) -> list[PinChange]:
+    """Every pin guest ``name`` had, oldest first (also of an undefined guest whose history was
+    kept); GuestNotFound when no guest of that name was ever kept."""
+    out = []
+    for entry in store.history(name):
+        old = json.loads(entry.old_pin_json)["name"] if entry.old_pin_json else None
+        out.append(
+            PinChange(
+                entry.at,
+                entry.actor,
+                entry.reason,
+                old,
+                json.loads(entry.new_pin_json)["name"],
+                entry.old_fingerprint,
+                entry.new_fingerprint,
+            )
+        )
+    return out

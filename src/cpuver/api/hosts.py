@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sys
 from collections.abc import Callable, Iterable, Sequence
@@ -25,6 +26,7 @@ from cpuver.resolve import Resolver
 if TYPE_CHECKING:
     from cpuver.host.cpuinfo import CpuInfo
     from cpuver.host.explain import HostDiff
+    from cpuver.store import HostRecord
 
 
 def default_qemu_binary() -> Path | None:
@@ -56,12 +58,24 @@ def probe_with_qemu(binary: Path, accels: Iterable[str] | None = None) -> HostCa
     return HostCapabilities(os.uname().nodename, offers, vendor, "local", provenance)
 
 
-def read_host(argument: str, qemu_binary: Path | None = None) -> HostCapabilities:
+def read_host(
+    argument: str, qemu_binary: Path | None = None, db: str | None = None
+) -> HostCapabilities:
     """A host from a file (snapshot v1/v2, QEMU's QMP replies, libvirt's QEMU capabilities
-    cache or its domcapabilities XML), ``-`` (standard input) or ``local`` (a live probe of this
-    host, method chosen as by ``cpuver host probe``)."""
+    cache or its domcapabilities XML), ``-`` (standard input), ``local`` (a live probe of this
+    host, method chosen as by ``cpuver host probe``) or the name of a host stored in the fleet
+    (of the store ``db``) when no file has that name (an argument with a ``/`` is always a
+    path)."""
     if argument == "local":
         return probe_host("auto", [qemu_binary] if qemu_binary else ())
+    if argument != "-" and "/" not in argument and not Path(argument).exists():
+        stored = _stored_host_named(argument, db)
+        if stored is not None:
+            return stored
+        raise HostError(
+            f"no host file {argument} and no stored host named {argument!r} "
+            "(cpuver fleet ls lists the stored hosts)"
+        )
     try:
         raw = sys.stdin.buffer.read() if argument == "-" else Path(argument).read_bytes()
     except OSError as err:
@@ -73,10 +87,14 @@ def read_host(argument: str, qemu_binary: Path | None = None) -> HostCapabilitie
     evidence = read_evidence(text, argument)
     if evidence is not None:
         return host_from_evidence(evidence)
-    if text.lstrip("\ufeff \t\r\n").startswith("<"):  # libvirt's `virsh domcapabilities`
-        from cpuver.api.libvirt_domains import read_domain_capabilities
+    if text.lstrip("\ufeff \t\r\n").startswith("<"):
+        root = _xml_root(text)
+        if root == "domainCapabilities":  # libvirt's `virsh domcapabilities`
+            from cpuver.api.libvirt_domains import read_domain_capabilities
 
-        return read_domain_capabilities(text, argument)
+            return read_domain_capabilities(text, argument)
+        kind = f"an XML document (<{root}>)" if root else "an XML document"
+        raise HostError(f"{argument}: {kind}, not a host snapshot ({HOST_FORMS})")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as err:
@@ -87,6 +105,39 @@ def read_host(argument: str, qemu_binary: Path | None = None) -> HostCapabilitie
     except (RecursionError, ValueError):
         data = load_json(text, argument)  # raises the error that names what is wrong
     return from_json(data, argument)
+
+
+HOST_FORMS = (
+    "expected a cpuver host snapshot (cpuver host probe), QMP replies (query-cpu-model-expansion "
+    "of host or max, query-cpu-definitions), a libvirt QEMU capabilities cache file or virsh "
+    "domcapabilities XML"
+)
+
+_XML_ROOT = re.compile(r"<(?![?!])\s*([A-Za-z_][\w.:-]*)")
+
+
+def _xml_root(text: str) -> str | None:
+    """The name of an XML document's root element (after its declaration and comments)."""
+    root = _XML_ROOT.search(text)
+    return root[1] if root else None
+
+
+def _stored_host_named(name: str, db: str | None) -> HostCapabilities | None:
+    """The current snapshot of fleet host ``name``, if the store holds one."""
+    from cpuver.store import HostNotFound, HostStore, store_exists
+
+    if not store_exists(db):
+        return None
+    with HostStore(db) as store:
+        try:
+            return stored_host(store.get(name))
+        except HostNotFound:
+            return None
+
+
+def stored_host(record: HostRecord) -> HostCapabilities:
+    """A stored host's current snapshot, read back."""
+    return from_json(json.loads(record.snapshot_json), f"host {record.name}")
 
 
 def _truncated(err: json.JSONDecodeError, text: str) -> bool:

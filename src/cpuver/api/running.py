@@ -364,4 +364,3 @@ def restore_running_guest(
             install, pin_.machine, pin_.accel, cpu, state, workdir
         ),
     )
-

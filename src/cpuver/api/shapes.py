@@ -7,14 +7,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from cpuver.api.fleets import stored_host
+from cpuver.api.hosts import stored_host
 from cpuver.catalog import Catalog
+from cpuver.errors import CpuverError, InvalidSpec, NotRunnable
 from cpuver.models import SIGNATURE_FIELDS
 from cpuver.resolve import Resolution, Resolver
 
 if TYPE_CHECKING:
     from cpuver.api.fleets import PoolBest, Targets, UpgradeWhatIf, WhatIf
+    from cpuver.api.guests import StepCheck
     from cpuver.api.hosts import ReleaseChange
+    from cpuver.domain.lifecycle import CpuDiff, Guest
     from cpuver.store import HostRecord
 
 
@@ -39,6 +42,7 @@ def resolution_json(resolution: Resolution, catalog: Catalog) -> dict[str, Any]:
         "unknown": dict(resolution.unknown),
         "qemu_cpu_arg": cpu_arg(resolution),
         "libvirt_xml": cpu_xml(resolution, catalog),
+        "notes": list(resolution.notes),
     }
 
 
@@ -122,14 +126,15 @@ def what_if_json(
     }
 
 
-def targets_json(name: str, found: Targets) -> dict[str, Any]:
-    """As ``cpuver domain targets --json`` and ``GET /api/guests/{name}/targets`` show it."""
+def targets_json(name: str, found: Targets, pending: str | None = None) -> dict[str, Any]:
+    """As ``cpuver domain targets --json`` and ``GET /api/guests/{name}/targets`` show it;
+    ``pending``: the pending CPU update every target runs too."""
     return {
         "guest": name,
         "targets": [host for host, missing in found if not missing],
         "blocked": {host: list(missing) for host, missing in found if missing},
+        "pending": pending,
     }
-
 
 
 def upgrade_what_if_json(pool: str, outcome: UpgradeWhatIf) -> dict[str, Any]:
@@ -178,3 +183,72 @@ def release_change_json(host: str, changes: Sequence[ReleaseChange]) -> dict[str
             for c in changes
         ],
     }
+
+
+def guest_json(guest: Guest) -> dict[str, Any]:
+    """One stored guest in brief, as ``cpuver domain list --json`` and ``GET /api/guests`` show
+    it (``GET /api/guests/{name}`` and a saved guest file have the full pin)."""
+    return {
+        "name": guest.name,
+        "state": guest.state,
+        "host": guest.host,
+        "cpu": guest.pin.name,
+        "machine": guest.pin.machine,
+        "accel": guest.pin.accel,
+        "pending": guest.pending.name if guest.pending else None,
+        "fingerprint": guest.pin.fingerprint,
+        "generation": guest.generation,
+    }
+
+
+def cpu_diff_json(diff: CpuDiff) -> dict[str, Any]:
+    """What an update changes (or would) about a guest's CPU; ``kept``: the guest's own feature
+    changes the new version keeps."""
+    return {
+        "from": diff.old,
+        "to": diff.new,
+        "kept": list(diff.kept),
+        "gained": list(diff.gained),
+        "lost": list(diff.lost),
+        "signature": {name: {"old": old, "new": new} for name, old, new in diff.signature},
+        "machine": {"old": diff.machine[0], "new": diff.machine[1]} if diff.machine else None,
+        "identity-changed": diff.identity_changed,
+        "applied": diff.applied,
+        "pending": diff.pending,
+    }
+
+
+def step_check_json(check: StepCheck) -> dict[str, Any]:
+    """As ``GET /api/guests/{name}/check`` shows it."""
+    return {
+        "guest": check.guest,
+        "action": check.action,
+        "host": check.host,
+        "allowed": check.allowed,
+        "reason": check.reason,
+        "missing": list(check.missing),
+    }
+
+
+def one_line(text: str) -> str:
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def error_json(err: CpuverError) -> dict[str, Any]:
+    """An error in one line, with the bad span of a spec (given directly or inside a guest
+    definition) or the blockers of every version when none runs."""
+    bad_spec = err if isinstance(err, InvalidSpec) else err.__cause__
+    if isinstance(bad_spec, InvalidSpec):
+        where = f"{bad_spec.message} (at position {bad_spec.start} of {bad_spec.text!r})"
+        return {
+            "error": one_line(str(err).replace(str(bad_spec), where)),
+            "spec": bad_spec.text,
+            "position": bad_spec.start,
+            "end": bad_spec.end,
+        }
+    if isinstance(err, NotRunnable):
+        return {
+            "error": f"no version of {err.spec!r} can run on {err.where}",
+            "blockers": {name: list(missing) for name, missing in err.blockers.items()},
+        }
+    return {"error": one_line(str(err))}

@@ -1,12 +1,13 @@
 """The ``cpuver`` command: argument parsing, rendering and exit codes; the work is in api.
 
-Exit codes: 0 success, 1 a cpuver error (one line on stderr, never a traceback), 2 usage error.
+Exit codes (:mod:`cpuver.cli.output`): 0 success, 1 a cpuver error (one line on stderr, never a
+traceback), 2 usage error, 3 refused (the state of a guest, host or store says no), 130
+interrupted. Every command that prints takes ``--json``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import signal
 import sys
 from collections.abc import Sequence
@@ -16,7 +17,21 @@ from typing import TYPE_CHECKING, Any
 
 from cpuver import api
 from cpuver.cli import domain, fleet, libvirt, serve
-from cpuver.errors import CpuverError, InvalidSpec
+from cpuver.cli.output import (
+    EXIT_CODES_HELP,
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_REFUSED,
+    EXIT_USAGE,
+    Parser,
+    UsageError,
+    add_json,
+    emit,
+    fail,
+    print_json,
+)
+from cpuver.errors import CpuverError, HostNeeded
 from cpuver.host.capabilities import HostCapabilities
 from cpuver.resolve import Resolver
 
@@ -59,27 +74,36 @@ def _catalog_options(parser: argparse.ArgumentParser, *, machine: bool = True) -
             "--host",
             metavar="FILE",
             help="host capabilities: snapshot (cpuver-host/1 or /2), QMP expansion reply, "
-            "- (standard input) or local (probe this host now)",
+            "- (standard input), local (probe this host now) or a stored host's name",
         )
-        group.add_argument("--json", action="store_true", help="machine-readable output")
+        _store_option(group)
+
+
+def _store_option(parser: Any) -> None:
+    parser.add_argument(
+        "--db", metavar="URL", help="store whose fleet hosts --host may name (default: SQLite)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="cpuver", description="Versioned CPU models for virtual machines, exact to QEMU."
+    parser = Parser(
+        prog="cpuver",
+        description="Versioned CPU models for virtual machines, exact to QEMU.",
+        epilog=EXIT_CODES_HELP,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     models = sub.add_parser("models", help="every CPU model name (like query-cpu-definitions)")
     _catalog_options(models)
 
-    resolve = sub.add_parser("resolve", help="resolve specs to exact definitions")
+    resolve = sub.add_parser(
+        "resolve", help="resolve specs to exact definitions (--json: always a list)"
+    )
     resolve.add_argument("specs", nargs="+", metavar="SPEC")
     _catalog_options(resolve)
 
     show = sub.add_parser("show", help="a model's version history")
     show.add_argument("model", metavar="MODEL")
-    show.add_argument("--json", action="store_true", help="machine-readable output")
     _catalog_options(show, machine=False)
 
     diff = sub.add_parser("diff", help="features and signature fields that differ")
@@ -89,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = sub.add_parser("report", help="every model family on this host: bare, best, blockers")
     _catalog_options(report)
+    for parser_ in (models, resolve, show, diff, report):
+        add_json(parser_)
 
     host_actions = _host_parser(sub)
     domain.add_parser(sub, _catalog_options)
@@ -103,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--qemu", metavar="PATH", type=Path, required=True, help="qemu-system-x86_64 binary"
     )
     importer.add_argument("-o", "--output", metavar="DIR", type=Path, required=True)
+    add_json(importer)
     return parser
 
 
@@ -129,9 +156,13 @@ def _host_parser(sub: Any) -> Any:
         help="qemu-system-x86_64 to ask with --via qemu (repeatable; default: the one on PATH)",
     )
     probe.add_argument("-o", "--output", metavar="FILE", type=Path, help="write the snapshot here")
+    add_json(probe)
     show = host_sub.add_parser("show", help="a host snapshot in words")
-    show.add_argument("file", metavar="FILE", help="snapshot, QMP expansion reply, - or local")
+    show.add_argument(
+        "file", metavar="FILE", help="snapshot, QMP expansion reply, -, local or a stored host"
+    )
     show.add_argument("--json", action="store_true", help="the snapshot as cpuver reads it")
+    _store_option(show)
     diff = host_sub.add_parser(
         "diff", help="what changed between two snapshots of a host, or across QEMU releases"
     )
@@ -149,43 +180,63 @@ def _host_parser(sub: Any) -> Any:
         help="accelerator(s) to compare (default: every one both snapshots have)",
     )
     _catalog_options(diff, machine=False)
-    diff.add_argument("--json", action="store_true", help="machine-readable output")
+    _store_option(diff)
+    add_json(diff)
     return host_sub
 
 
 def _terminated(signum: int, _frame: FrameType | None) -> None:
     """SIGTERM ends cpuver as Ctrl-C does: every cleanup runs (a QEMU being launched is
-    ended, nothing is half-written), instead of the process vanishing mid-way."""
-    raise SystemExit(128 + signum)
+    ended, nothing is half-written), instead of the process vanishing mid-way; during an
+    exchange with QEMU, as soon as it is over (:mod:`cpuver.host.termination`)."""
+    from cpuver.host import termination
+
+    def end() -> None:
+        raise SystemExit(128 + signum)
+
+    termination.request(end)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    as_json = "--json" in argv
     signal.signal(signal.SIGTERM, _terminated)
     try:
-        return _run(args)
-    except InvalidSpec as err:
-        print(f"cpuver: error: {err}", file=sys.stderr)
-        return 1
+        return _run(build_parser().parse_args(argv))
+    except UsageError as err:
+        if not as_json and err.usage:
+            sys.stderr.write(err.usage)
+        return fail(err, EXIT_USAGE, as_json, api.error_json(err))
+    except HostNeeded as err:
+        said = HostNeeded(f"{err} (give --host FILE, --host local or a stored host's name)")
+        return fail(said, EXIT_ERROR, as_json, api.error_json(said))
     except CpuverError as err:
-        print(f"cpuver: error: {err}", file=sys.stderr)
-        return 1
+        code = EXIT_REFUSED if api.is_refusal(err) else EXIT_ERROR
+        return fail(err, code, as_json, api.error_json(err))
     except KeyboardInterrupt:
         print("cpuver: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
-        return 0
+        return EXIT_OK
 
 
 def _run(args: argparse.Namespace) -> int:
     if args.command == "catalog":
         catalog = api.import_catalog(args.qemu, args.output, progress=_progress)
-        print(
-            f"imported {len(catalog.models)} models, "
-            f"{sum(len(m.versions) for m in catalog.models.values())} versions, "
-            f"{len(catalog.machines)} machine types from {catalog.build} into {args.output}"
+        imported = {
+            "output": str(args.output),
+            "release": catalog.release,
+            "build": catalog.build,
+            "models": len(catalog.models),
+            "versions": sum(len(m.versions) for m in catalog.models.values()),
+            "machines": len(catalog.machines),
+        }
+        said = (
+            f"imported {imported['models']} models, {imported['versions']} versions, "
+            f"{imported['machines']} machine types from {catalog.build} into {args.output}"
         )
-        return 0
+        emit(args.json, imported, lambda: [said])
+        return EXIT_OK
     if args.command == "serve" or getattr(args, "host_command", None) == "push":
         return serve.run(args)
     if args.command == "host":
@@ -213,7 +264,7 @@ def _run(args: argparse.Namespace) -> int:
 def _host(args: argparse.Namespace) -> HostCapabilities | None:
     if args.command == "report" and args.host is None:
         return api.read_host("local")
-    return api.read_host(args.host) if args.host else None
+    return api.read_host(args.host, db=args.db) if args.host else None
 
 
 def _host_command(args: argparse.Namespace) -> int:
@@ -224,25 +275,27 @@ def _host_command(args: argparse.Namespace) -> int:
             host = api.probe_host(args.via, args.qemu, progress=_progress)
         text = api.write_host(host, args.output)
         if args.output is None:
-            sys.stdout.write(text)
+            sys.stdout.write(text)  # the snapshot is JSON already
+        elif args.json:
+            print_json({"written": str(args.output), "host": host.name, "method": host.method})
         else:
             print(f"wrote {args.output} (method {host.method})", file=sys.stderr)
-        return 0
+        return EXIT_OK
     if args.host_command == "show":
-        host = api.read_host(args.file)
+        host = api.read_host(args.file, db=args.db)
         if args.json:
-            _print_json(host.to_json())
+            print_json(host.to_json())
         else:
             print("\n".join(_host_lines(host)))
         return 0
     if args.to_qemu:
         return _release_diff(args)
     if args.file_b is None:
-        raise CpuverError("host diff needs two snapshots A B, or one with --to-qemu X.Y")
-    a, b = api.read_host(args.file_a), api.read_host(args.file_b)
+        raise UsageError("host diff needs two snapshots A B, or one with --to-qemu X.Y")
+    a, b = api.read_host(args.file_a, db=args.db), api.read_host(args.file_b, db=args.db)
     diff, usability = api.host_diff(a, b, args.qemu, args.accel, args.catalog, args.overlay)
     if args.json:
-        _print_json(_host_diff_json(diff, usability))
+        print_json(_host_diff_json(diff, usability))
     else:
         print("\n".join(_host_diff_lines(diff, usability)))
     return 0
@@ -251,14 +304,14 @@ def _host_command(args: argparse.Namespace) -> int:
 def _release_diff(args: argparse.Namespace) -> int:
     """``host diff FILE --qemu X.Y --to-qemu Z.W``: one host, two QEMU releases."""
     if args.file_b is not None:
-        raise CpuverError("host diff --to-qemu compares one host across releases: give one file")
-    host = api.read_host(args.file_a)
+        raise UsageError("host diff --to-qemu compares one host across releases: give one file")
+    host = api.read_host(args.file_a, db=args.db)
     before = api.open_catalog(args.qemu, args.catalog, args.overlay)
     after = api.open_catalog(args.to_qemu, None, args.overlay)
     accels = args.accel or sorted(set(host.offers) | ({"tcg"} if "kvm" in host.offers else set()))
     changes = [api.release_change(host, before, after, accel) for accel in accels]
     if args.json:
-        _print_json(api.release_change_json(host.name, changes))
+        print_json(api.release_change_json(host.name, changes))
         return 0
     print(f"host {host.name}: QEMU {before.release} -> QEMU {after.release}")
     for c in changes:
@@ -389,23 +442,20 @@ def _progress(message: str) -> None:
     print(f"  {message}", file=sys.stderr, flush=True)
 
 
-def _print_json(data: Any) -> None:
-    print(json.dumps(data, indent=2))
-
-
 def _header(resolver: Resolver) -> str:
     catalog = resolver.catalog
     host = f", host {resolver.host.name}" if resolver.host else ""
+    notes = "".join(f"\n# note: {note}" for note in resolver.notes)
     return (
         f"# catalog QEMU {catalog.release} ({catalog.build}); machine "
-        f"{resolver.machine.name}; accel {resolver.accel}{host}"
+        f"{resolver.machine.name}; accel {resolver.accel}{host}{notes}"
     )
 
 
 def _models(resolver: Resolver, as_json: bool) -> int:
     entries = api.definitions_json(resolver)
     if as_json:
-        _print_json(entries)
+        print_json(entries)
         return 0
     print(_header(resolver))
     width = max(len(e["name"]) for e in entries)
@@ -427,7 +477,7 @@ def _models(resolver: Resolver, as_json: bool) -> int:
 def _resolve(resolver: Resolver, specs: Sequence[str], as_json: bool) -> int:
     results = [api.resolution_json(resolver.resolve(spec), resolver.catalog) for spec in specs]
     if as_json:
-        _print_json(results if len(results) > 1 else results[0])
+        print_json(results)
         return 0
     for result in results:
         print(f"{result['spec']} -> {result['name']}  ({result['rule']}: {result['reason']})")
@@ -440,6 +490,8 @@ def _resolve(resolver: Resolver, specs: Sequence[str], as_json: bool) -> int:
         print(f"  features ({len(result['features'])}): {' '.join(result['features'])}")
         for name, missing in result["blockers"].items():
             print(f"  rejected {name}: missing {', '.join(missing)}")
+        for note in result["notes"]:
+            print(f"  note: {note}")
         if result["missing"]:
             print(
                 f"  warning: this host lacks {', '.join(result['missing'])} (add enforce to refuse)"
@@ -451,7 +503,7 @@ def _resolve(resolver: Resolver, specs: Sequence[str], as_json: bool) -> int:
 
 def _show(catalog: Any, model: str, as_json: bool) -> int:
     if as_json:
-        _print_json(
+        print_json(
             {
                 "model": catalog.model(model).name,
                 "catalog": {"release": catalog.release, "build": catalog.build},
@@ -484,7 +536,7 @@ def _diff(resolver: Resolver, spec_a: str, spec_b: str, as_json: bool) -> int:
     a, b = resolver.resolve(spec_a), resolver.resolve(spec_b)
     d = api.difference(a, b)
     if as_json:
-        _print_json(
+        print_json(
             {
                 "a": a.name,
                 "b": b.name,
@@ -508,7 +560,7 @@ def _diff(resolver: Resolver, spec_a: str, spec_b: str, as_json: bool) -> int:
 def _report(resolver: Resolver, as_json: bool) -> int:
     rows = api.report(resolver)
     if as_json:
-        _print_json(
+        print_json(
             [
                 {
                     "model": r.model,

@@ -12,8 +12,8 @@ import json
 from typing import Any
 
 from cpuver import api
+from cpuver.cli.output import EXIT_OK, UsageError, add_json, emit
 from cpuver.cli.progress import Progress
-from cpuver.errors import CpuverError
 
 MATRIX_RUNS, MATRIX_BLOCKED = "+", "."
 
@@ -38,7 +38,6 @@ def add_parser(sub: Any, catalog_options: Any) -> None:
     rm.add_argument("host", metavar="HOST")
     ls = fleet_sub.add_parser("ls", help="stored hosts and their pools")
     ls.add_argument("--pool", metavar="P", help="only the hosts of this pool")
-    ls.add_argument("--json", action="store_true", help="machine-readable output")
 
     what_if = fleet_sub.add_parser(
         "what-if",
@@ -59,9 +58,9 @@ def add_parser(sub: Any, catalog_options: Any) -> None:
     targets = fleet_sub.add_parser("targets", help="hosts a stored guest's pinned CPU runs on")
     targets.add_argument("guest", metavar="GUEST")
     targets.add_argument("--pool", metavar="P", help="only the hosts of this pool")
-    targets.add_argument("--json", action="store_true", help="machine-readable output")
     for parser in (add, rm, ls, targets):
         parser.add_argument("--db", metavar="URL", help="store (default: SQLite file)")
+        add_json(parser)
 
     pool = sub.add_parser("pool", help="what every host of a pool can run")
     pool_sub = pool.add_subparsers(dest="pool_command", required=True, metavar="ACTION")
@@ -81,7 +80,7 @@ def _pool_options(parser: argparse.ArgumentParser, catalog_options: Any) -> None
     catalog_options(parser, machine=False)
     parser.add_argument("--machine", metavar="M", help="machine type (default: newest pc-q35)")
     parser.add_argument("--accel", choices=("kvm", "tcg"), default="kvm", help="default: kvm")
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    add_json(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -90,15 +89,20 @@ def run(args: argparse.Namespace) -> int:
     store = api.open_host_store(args.db)
     if args.fleet_command == "add":
         if not args.files and not args.connect:
-            raise CpuverError("fleet add: give host snapshot files or --connect URI")
+            raise UsageError("fleet add: give host snapshot files or --connect URI")
         progress = Progress().step if len(args.files) + len(args.connect) > 1 else None
         added = api.add_host_files(store, args.files, args.pool, progress, args.connect)
-        print(f"{len(added)} host(s) in pool(s) {', '.join(dict.fromkeys(args.pool))}")
-        return 0
+        pools = list(dict.fromkeys(args.pool))
+        emit(
+            args.json,
+            {"added": [record.name for record in added], "pools": pools},
+            lambda: [f"{len(added)} host(s) in pool(s) {', '.join(pools)}"],
+        )
+        return EXIT_OK
     if args.fleet_command == "rm":
         store.remove(args.host)
-        print(f"removed {args.host}")
-        return 0
+        emit(args.json, {"removed": args.host}, lambda: [f"removed {args.host}"])
+        return EXIT_OK
     if args.fleet_command == "ls":
         return _ls(store, args.pool, args.json)
     if args.fleet_command == "targets":
@@ -121,10 +125,10 @@ def _ls(store: Any, pool: str | None, as_json: bool) -> int:
     return 0
 
 
-def _fleet(args: argparse.Namespace, hosts: list[str] | None = None) -> Any:
+def _fleet(args: argparse.Namespace) -> Any:
     catalog = api.open_catalog(args.qemu, args.catalog, args.overlay)
     store = api.open_host_store(args.db)
-    return api.pool_fleet(store, args.pool, catalog, args.accel, args.machine, hosts)
+    return api.pool_fleet(store, args.pool, catalog, args.accel, args.machine)
 
 
 def _header(args: argparse.Namespace, fleet: Any) -> str:
@@ -220,9 +224,9 @@ def _what_if(args: argparse.Namespace, store: Any) -> int:
     if not drop and not add and args.qemu:
         return _upgrade_what_if(args, store)
     if not drop and not add:
-        raise CpuverError("what-if needs --drop and/or --add features, or --qemu X.Y alone")
+        raise UsageError("what-if needs --drop and/or --add features, or --qemu X.Y alone")
     if args.from_qemu:
-        raise CpuverError("--from-qemu goes with --qemu X.Y alone (a QEMU upgrade what-if)")
+        raise UsageError("--from-qemu goes with --qemu X.Y alone (a QEMU upgrade what-if)")
     hosts = [h.strip() for h in args.hosts.split(",") if h.strip()] if args.hosts else None
     catalog = api.open_catalog(args.qemu, args.catalog, args.overlay)
     outcome = api.fleet_what_if(
@@ -265,7 +269,7 @@ def _what_if(args: argparse.Namespace, store: Any) -> int:
 def _upgrade_what_if(args: argparse.Namespace, store: Any) -> int:
     """``fleet what-if --qemu X.Y --pool P``: the pool's hosts as they are, under QEMU X.Y."""
     if args.hosts:
-        raise CpuverError("--hosts goes with --drop/--add; a QEMU upgrade what-if takes the pool")
+        raise UsageError("--hosts goes with --drop/--add; a QEMU upgrade what-if takes the pool")
     before = api.open_catalog(args.from_qemu, None, args.overlay)
     after = api.open_catalog(args.qemu, args.catalog, args.overlay)
     outcome = api.fleet_upgrade_what_if(
@@ -320,16 +324,21 @@ def show_targets(
     host_store: Any, guest_store: Any, guest: str, pool: str | None, as_json: bool
 ) -> int:
     """Hosts a stored guest's pin runs on (``fleet targets`` and ``domain targets``)."""
-    return print_targets(guest, api.guest_targets(host_store, guest_store, guest, pool), as_json)
+    found_guest, found = api.guest_targets(host_store, guest_store, guest, pool)
+    pending = found_guest.pending.name if found_guest.pending else None
+    return print_targets(guest, found, as_json, pending)
 
 
-def print_targets(guest: str, found: Any, as_json: bool) -> int:
-    """Every host with what the guest's pin lacks there (a stored guest or a libvirt domain)."""
+def print_targets(guest: str, found: Any, as_json: bool, pending: str | None = None) -> int:
+    """Every host with what the guest's pin (and a pending update, the next cold boot's CPU)
+    lacks there, for a stored guest or a libvirt domain."""
     if as_json:
-        print(json.dumps(api.targets_json(guest, found), indent=2))
+        print(json.dumps(api.targets_json(guest, found, pending), indent=2))
         return 0
     runs = [h for h, missing in found if not missing]
     print(f"{guest} can run on: {', '.join(runs) if runs else '(no host)'}")
+    if pending is not None:
+        print(f"  (counting its pending update to {pending}: its next cold boot runs that)")
     for host, missing in found:
         if missing:
             print(f"  not on {host}: lacks {', '.join(missing)}")

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from cpuver import api
+from cpuver.cli.output import EXIT_OK, add_json, emit
 from cpuver.host.hookcache import DEFAULT_CACHE
 
 DEFAULT_HOOKS = Path("/etc/libvirt/hooks")
@@ -31,6 +32,7 @@ def add_parser(sub: Any) -> None:
         "--host", metavar="FILE",
         help="answer from this host snapshot (never probed again) instead of probing this host",
     )  # fmt: skip
+    add_json(install)
     hook = sub.add_parser(
         "libvirt-hook",
         help="libvirt's qemu hook protocol: DOMAIN OPERATION SUBOP EXTRA, XML on stdin",
@@ -47,6 +49,14 @@ def run(args: argparse.Namespace) -> int:
     host = api.read_host(args.host) if args.host else None
     path, how = api.install_hook(args.hooks_dir, args.cache, host)
     source = f"snapshot of {host.name}" if host else "this host, probed again when it changes"
-    print(f"{how} {path} (answers from {source}; cache {args.cache})")
-    print("libvirt reads its hooks when the daemon starts: restart it if it runs")
-    return 0
+    data = {
+        "hook": str(path),
+        "done": how,
+        "cache": str(args.cache),
+        "host": host.name if host else None,
+    }
+    emit(args.json, data, lambda: [
+        f"{how} {path} (answers from {source}; cache {args.cache})",
+        "libvirt reads its hooks when the daemon starts: restart it if it runs",
+    ])  # fmt: skip
+    return EXIT_OK

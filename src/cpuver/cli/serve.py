@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from cpuver import api
+from cpuver.cli.output import EXIT_OK, add_json, emit
 from cpuver.errors import CpuverError
 
 TOKEN_ENV = "CPUVER_TOKEN"
@@ -78,6 +79,7 @@ def add_parser(sub: Any, host_actions: Any) -> None:
     push.add_argument(
         "--token-file", metavar="FILE", type=Path, help=f"bearer token (default: ${TOKEN_ENV})"
     )
+    add_json(push)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -152,8 +154,9 @@ def _push(args: argparse.Namespace, token: str | None) -> int:
         raise CpuverError(f"{endpoint}: {err}") from err
     pools = answer.get("pools", []) if isinstance(answer, dict) else []
     where = f" (pools {', '.join(pools)})" if pools else ""
-    print(f"pushed {host.name} to {args.url}{where}")
-    return 0
+    pushed = {"pushed": host.name, "url": args.url, "pools": pools}
+    emit(args.json, pushed, lambda: [f"pushed {host.name} to {args.url}{where}"])
+    return EXIT_OK
 
 
 def _reason(err: urllib.error.HTTPError) -> str:

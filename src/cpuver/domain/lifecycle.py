@@ -136,6 +136,7 @@ def _past(action: str) -> str:
         "resume": "resumed",
         "snapshot": "snapshotted",
         "revert": "reverted",
+        "undefine": "undefined",
     }.get(action, action)
 
 
@@ -214,6 +215,11 @@ def snapshot_revert(guest: Guest, name: str) -> Guest:
             f"guest {guest.name!r} has no snapshot {name!r} (snapshots: {known})"
         )
     return _next(guest)
+
+
+def undefine(guest: Guest) -> None:
+    """Check that the guest may be undefined: not while it runs or is paused on a host."""
+    _require(guest, "undefine", "shutoff", "saved")
 
 
 # ------------------------------------------------------------------------------ CPU updates
@@ -304,7 +310,7 @@ def update_cpu(
     if guest.pending is not None:
         raise IllegalTransition(
             f"guest {guest.name!r} already has a pending CPU update to {guest.pending.name}: "
-            "cold boot it (shut down, start) before updating again"
+            "cold boot it (shut down, start) or cancel it before updating again"
         )
     changes = diff(guest.pin, new_pin)
     if new_pin.fingerprint == guest.pin.fingerprint:
@@ -321,6 +327,13 @@ def update_cpu(
     if guest.state == "shutoff":
         return _next(guest, pin=new_pin), replace(changes, applied=True)
     return _next(guest, pending=new_pin), replace(changes, pending=True)
+
+
+def cancel_update(guest: Guest) -> Guest:
+    """Drop the guest's pending CPU update: its next cold boot keeps the CPU it has."""
+    if guest.pending is None:
+        raise IllegalTransition(f"guest {guest.name!r} has no pending CPU update to cancel")
+    return _next(guest, pending=None)
 
 
 _TO = re.compile(r"best|latest|v?[1-9][0-9]*|[0-9]+\.[0-9]+\.[0-9]+")

@@ -236,7 +236,18 @@ def from_json(data: Any, source: str, features: FeatureTable | None = None) -> H
     )
 
 
+_OTHER_DOCUMENTS = {
+    "cpuver-guest/": "a saved cpuver guest (cpuver domain save)",
+    "cpuver-pin/": "a cpuver CPU pin",
+    "cpuver-kvm-dump/": "a recording of /dev/kvm (cpuver's KVM dump)",
+}
+"""Other cpuver documents, told by their schema, so a wrong file is named for what it is."""
+
+
 def _schema_problem(schema: Any, source: str) -> str:
+    for prefix, what in _OTHER_DOCUMENTS.items():
+        if isinstance(schema, str) and schema.startswith(prefix):
+            return f"{source}: {what}, not a host snapshot (schema {schema!r})"
     number = schema.removeprefix(_SCHEMA_PREFIX) if isinstance(schema, str) else ""
     if schema != number and _SCHEMA_NUMBER.fullmatch(number) and int(number) > 2:
         return (
@@ -302,9 +313,7 @@ def _from_snapshot_v1(data: dict[str, Any], source: str, table: FeatureTable) ->
         offers[accel] = _features(names, where, table)
     vendor = data.get("vendor")
     provenance = data.get("provenance", {})
-    if not isinstance(provenance, dict) or not all(
-        isinstance(v, str) for v in provenance.values()
-    ):
+    if not isinstance(provenance, dict) or not all(isinstance(v, str) for v in provenance.values()):
         provenance = {}
     return HostCapabilities(
         name, offers, vendor if isinstance(vendor, str) else None, source, provenance

@@ -29,6 +29,7 @@ from qemu.qmp.legacy import QEMUMonitorProtocol
 
 from cpuver.errors import QemuError
 from cpuver.features import CpuidBit, FeatureSet, FeatureTable
+from cpuver.host import termination
 
 START_TIMEOUT_S = 10.0
 """How long QEMU may take to open its QMP socket, to greet on it, to answer one QMP command
@@ -51,8 +52,13 @@ def qemu_timeout() -> float:
 
 
 class _Monitor(QEMUMonitorProtocol):
-    """qemu.qmp's synchronous client with a deadline on connecting: its ``connect`` waits for
-    QEMU's greeting without one, so a QEMU that listens and never greets hung cpuver."""
+    """qemu.qmp's synchronous client with a deadline on connecting (its ``connect`` waits for
+    QEMU's greeting without one, so a QEMU that listens and never greets hung cpuver), whose
+    every exchange a termination request waits for (:mod:`cpuver.host.termination`)."""
+
+    def _sync(self, future: Any, timeout: float | None = None) -> Any:
+        with termination.exchange():
+            return super()._sync(future, timeout)
 
     def connect_within(self, timeout: float) -> dict[str, Any]:
         self._qmp.await_greeting = True

@@ -79,6 +79,7 @@ from cpuver.store.repository import (  # noqa: E402
     NewGuest,
     Unset,
     default_url,
+    store_exists,
 )
 
 __all__ = [
@@ -100,4 +101,5 @@ __all__ = [
     "StoreUnavailable",
     "Unset",
     "default_url",
+    "store_exists",
 ]

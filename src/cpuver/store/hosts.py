@@ -16,7 +16,7 @@ import builtins
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import Connection, delete, func, insert, select, update
 from sqlalchemy.engine import Row
@@ -24,7 +24,7 @@ from sqlalchemy.exc import IntegrityError
 
 from cpuver.names import check_name
 from cpuver.store import StoreError
-from cpuver.store.repository import GuestStore, _now, _utc
+from cpuver.store.repository import GuestStore, _now, _utc, names_near
 from cpuver.store.tables import host_snapshots, hosts, pool_members, pools
 
 _GENERATION = "SELECT generation FROM pools WHERE name = ?"
@@ -220,6 +220,15 @@ class HostStore:
         """How many hosts are stored."""
         with self._db._transaction(write=False) as conn:
             return int(conn.execute(select(func.count()).select_from(hosts)).scalar_one())
+
+    def names_near(
+        self, kind: Literal["host", "pool"], name: str, count: int
+    ) -> builtins.list[str]:
+        """Host or pool names around ``name`` in sort order (see
+        :func:`~cpuver.store.repository.names_near`)."""
+        column = hosts.c.name if kind == "host" else pools.c.name
+        with self._db._transaction(write=False) as conn:
+            return names_near(conn, column, name, count)
 
     def get(self, name: str) -> HostRecord:
         """The host ``name``; raises :class:`HostNotFound`."""

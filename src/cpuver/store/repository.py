@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
+    Column,
     Connection,
     Engine,
     create_engine,
@@ -116,6 +117,16 @@ def default_url() -> str:
     return f"sqlite:///{Path(data) / 'cpuver' / 'cpuver.db'}"
 
 
+def store_exists(url: str | None = None) -> bool:
+    """Whether the store at ``url`` may hold anything: a SQLite file must exist (a look-up
+    must not create one); a server database is asked when used."""
+    parsed = make_url(url or default_url())
+    if parsed.get_backend_name() != "sqlite":
+        return True
+    database = parsed.database
+    return database is not None and database != ":memory:" and Path(database).expanduser().is_file()
+
+
 def default_actor() -> str:
     """Who is changing things: ``$USER``, else the login name of the process."""
     user = os.environ.get("USER")
@@ -134,6 +145,17 @@ def _utc(value: datetime) -> datetime:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def names_near(conn: Connection, column: Column[str], name: str, count: int) -> list[str]:
+    """Up to ``count`` names of ``column`` sorting before ``name`` and ``count`` from it on, in
+    order: two indexed range reads of names only, for suggesting a name close to a misspelt one
+    without reading every row of a big store."""
+    before = conn.execute(
+        select(column).where(column < name).order_by(column.desc()).limit(count)
+    ).scalars()
+    after = conn.execute(select(column).where(column >= name).order_by(column).limit(count))
+    return [*reversed(list(before)), *after.scalars()]
 
 
 @dataclass(frozen=True)
@@ -412,6 +434,7 @@ class GuestStore:
                     [
                         {
                             "guest_id": guest_id,
+                            "guest_name": g.name,
                             "at": now,
                             "actor": who,
                             "reason": reason,
@@ -470,6 +493,11 @@ class GuestStore:
         with self._transaction(write=False) as conn:
             rows = conn.execute(query).all()
         return [GuestRecord.from_row(row) for row in rows]
+
+    def names_near(self, name: str, count: int) -> builtins.list[str]:
+        """Guest names around ``name`` in sort order (see :func:`names_near`)."""
+        with self._transaction(write=False) as conn:
+            return names_near(conn, guests.c.name, name, count)
 
     def count(self) -> int:
         """How many guests are stored."""
@@ -536,6 +564,7 @@ class GuestStore:
                 conn.execute(
                     insert(cpu_history).values(
                         guest_id=old.id,
+                        guest_name=name,
                         at=now,
                         actor=actor or default_actor(),
                         reason=reason,
@@ -548,14 +577,17 @@ class GuestStore:
             return GuestRecord.from_row(self._row(conn, name))
 
     def history(self, name: str) -> builtins.list[HistoryRecord]:
-        """Every pin the guest had, oldest first (the first one is from its definition)."""
+        """Every pin a guest of this name had, oldest first: each definition starts with its
+        first pin, an undefined guest's history ends with its undefinition. Raises
+        :class:`GuestNotFound` when no guest of this name was ever kept."""
         with self._transaction(write=False) as conn:
-            guest = self._row(conn, name)
             rows = conn.execute(
                 select(cpu_history)
-                .where(cpu_history.c.guest_id == guest.id)
+                .where(cpu_history.c.guest_name == name)
                 .order_by(cpu_history.c.at, cpu_history.c.id)
             ).all()
+            if not rows:
+                self._row(conn, name)
         return [
             HistoryRecord(
                 guest=name,
@@ -570,12 +602,38 @@ class GuestStore:
             for row in rows
         ]
 
-    def delete(self, name: str, expected_generation: int | None = None) -> None:
-        """Remove the guest and its history; with ``expected_generation``, only if still there."""
+    def delete(
+        self,
+        name: str,
+        expected_generation: int | None = None,
+        *,
+        keep_history: bool = False,
+        reason: str = "undefine",
+        actor: str | None = None,
+    ) -> None:
+        """Remove the guest (with ``expected_generation``: only if still at it), so its name is
+        free. ``keep_history``: its CPU history stays, ended by a row for the removal (who, why,
+        the last pin); otherwise the history goes with it."""
         with self._transaction(write=True) as conn:
             old = self._row(conn, name)
             if expected_generation is not None and old.generation != expected_generation:
                 raise ConcurrentUpdate(name, expected_generation, old.generation)
+            if keep_history:
+                conn.execute(
+                    insert(cpu_history).values(
+                        guest_id=old.id,
+                        guest_name=name,
+                        at=_now(),
+                        actor=actor or default_actor(),
+                        reason=reason,
+                        old_fingerprint=old.pin_fingerprint,
+                        new_fingerprint=old.pin_fingerprint,
+                        old_pin_json=old.pin_json,
+                        new_pin_json=old.pin_json,
+                    )
+                )
+            else:
+                conn.execute(delete(cpu_history).where(cpu_history.c.guest_id == old.id))
             where = [guests.c.id == old.id]
             if expected_generation is not None:
                 where.append(guests.c.generation == expected_generation)

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from alembic.config import Config
 
 MIGRATIONS = Path(__file__).resolve().with_name("migrations")
-HEAD = "r0005"
+HEAD = "r0006"
 """The newest revision in ``migrations/versions`` (a test checks it against Alembic's view), so
 opening an up-to-date database needs no Alembic import (about 100 ms)."""
 MIGRATION_LOCK = 0x63707576  # "cpuv": PostgreSQL advisory lock key held while migrating

@@ -3,7 +3,8 @@
 ``guests`` holds one row per guest with its pin as a JSON document the store does not interpret
 (stored as text, so PostgreSQL and SQLite keep it byte for byte), the pin's fingerprint, and a
 ``generation`` that every update increments: updates are compare-and-swap on it.
-``cpu_history`` records every change of a guest's pin: when, who, why, old and new.
+``cpu_history`` records every change of a guest's pin: when, who, why, old and new. It names its
+guest and outlives it (r0006): an undefined guest's history stays for audit, its name is free.
 ``hosts``, ``host_snapshots``, ``pools`` and ``pool_members`` hold the fleet (see below).
 Timestamps are UTC.
 """
@@ -58,9 +59,10 @@ cpu_history = Table(
     Column(
         "guest_id",
         Integer,
-        ForeignKey("guests.id", ondelete="CASCADE"),
-        nullable=False,
+        ForeignKey("guests.id", ondelete="SET NULL"),
+        nullable=True,
     ),
+    Column("guest_name", String(255), nullable=False),
     Column("at", DateTime(timezone=True), nullable=False),
     Column("actor", String(255), nullable=False),
     Column("reason", Text, nullable=False),
@@ -69,6 +71,7 @@ cpu_history = Table(
     Column("old_pin_json", Text, nullable=True),
     Column("new_pin_json", Text, nullable=False),
     Index("ix_cpu_history_guest_id_at", "guest_id", "at"),
+    Index("ix_cpu_history_guest_name_at", "guest_name", "at"),
 )
 
 # -- hosts and pools (r0003) ---------------------------------------------------------------------

@@ -30,16 +30,24 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field, StringConstraints, model_validator
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.gzip import GZipMiddleware
 
 from cpuver import api
 from cpuver.catalog import Catalog
-from cpuver.domain import IllegalTransition, UpdateConflict
-from cpuver.errors import CpuverError, InvalidSpec, NotRunnable, UnknownFeature, shown
+from cpuver.errors import (
+    CpuverError,
+    HostNeeded,
+    InvalidSpec,
+    NotRunnable,
+    UnknownFeature,
+    shown,
+)
 from cpuver.host.capabilities import HostCapabilities
 from cpuver.names import NAME_MAX
 from cpuver.resolve import Resolver
-from cpuver.store import ConcurrentUpdate, GuestExists, StoreUnavailable
+from cpuver.store import StoreUnavailable
 from cpuver.web.dashboard import add_dashboard
+from cpuver.web.docs import add_docs
 from cpuver.web.guards import BodyLimit, BrowserHeaders, HostCheck
 
 Accel = Literal["kvm", "tcg"]
@@ -142,6 +150,9 @@ class UpdateCpuRequest(BaseModel):
     accept_signature_change: bool = Field(
         False, description="allow a change of vendor, family, model, stepping or model-id"
     )
+    force: bool = Field(
+        False, description="update even if the host, the pool or the stored hosts cannot run it"
+    )
     dry_run: bool = Field(False, description="only show what would change")
 
     @model_validator(mode="after")
@@ -151,9 +162,8 @@ class UpdateCpuRequest(BaseModel):
         return self
 
 
-# A write that lost to another writer, or that the guest's current state refuses: retrying after
-# reading the guest again may succeed, so the client is told it is a conflict, not a bad request.
-CONFLICTS = (GuestExists, ConcurrentUpdate, UpdateConflict, IllegalTransition)
+HOST_NEEDED_HINT = ' (send a host snapshot as "host", or name a "pool" of stored hosts)'
+"""How a request gives what a host offers, where the CLI says ``--host``."""
 
 
 class ApiError(CpuverError):
@@ -187,12 +197,16 @@ def _cpuver_error(_request: Request, err: Exception) -> JSONResponse:
         message = _one_line(str(err).replace(str(bad_spec), where))
         text, _start, _end = bad_spec.excerpt()
         return _error(400, message, spec=text, position=bad_spec.start, end=bad_spec.end)
-    if isinstance(err, CONFLICTS):
-        return _error(409, _one_line(str(err)))
     if isinstance(err, NotRunnable):
         blockers = {name: list(missing) for name, missing in err.blockers.items()}
         message = f"no version of {err.spec!r} can run on {err.where}"
         return _error(409, message, blockers=blockers)
+    if api.is_refusal(err):
+        # the state says no (a host lacks a pinned feature, the guest changed meanwhile, a
+        # name is taken ...): retrying may succeed, so it is a conflict, not a bad request
+        return _error(409, _one_line(str(err)))
+    if isinstance(err, HostNeeded):
+        return _error(400, _one_line(str(err)) + HOST_NEEDED_HINT)
     if isinstance(err, LookupError) and not isinstance(err, UnknownFeature):
         # unknown names in the path (model, pool, host, guest); a feature is request content
         return _error(404, _one_line(str(err)))
@@ -334,11 +348,14 @@ def create_app(
         title="cpuver",
         summary="Versioned QEMU x86 CPU models: resolve specs, hosts in pools, pinned guests",
         version="0.1.0",
+        docs_url=None,  # served by cpuver.web.docs without a CDN
+        redoc_url=None,
     )
     app.add_middleware(BodyLimit)
     if allowed_hosts is not None:
         app.add_middleware(HostCheck, names=allowed_hosts)
     app.add_middleware(BrowserHeaders)
+    app.add_middleware(GZipMiddleware, minimum_size=32_768, compresslevel=5)  # a pool heatmap
     app.add_exception_handler(CpuverError, _cpuver_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
@@ -359,6 +376,7 @@ def create_app(
         return store("guests", api.open_store)
 
     add_dashboard(app, hosts, guests)
+    add_docs(app)
 
     def writer(authorization: Annotated[str | None, Header()] = None) -> None:
         if token is None:
@@ -559,7 +577,8 @@ def create_app(
     def guest_targets(name: str, pool: Name | None = None) -> dict[str, Any]:
         """Hosts (of ``pool``, when given) the guest's pinned CPU runs on, and what each other
         host lacks (as ``cpuver fleet targets --json``)."""
-        return api.targets_json(name, api.guest_targets(hosts(), guests(), name, pool))
+        guest, found = api.guest_targets(hosts(), guests(), name, pool)
+        return api.targets_json(name, found, guest.pending.name if guest.pending else None)
 
     @app.post("/api/guests/{name}/update-cpu", tags=["guests"], dependencies=[Depends(writer)])
     def update_guest_cpu(name: str, request: UpdateCpuRequest) -> dict[str, Any]:
@@ -570,11 +589,13 @@ def create_app(
         catalog = api.open_catalog(request.qemu)
         accel = api.get_guest(guests(), name).pin.accel
         host = best_for(request.host, request.pool, catalog, accel)
+        run_on = api.update_hosts(hosts(), catalog, accel, host, request.pool)
         # a dry run shows the diff even when applying it would need accept_signature_change
         accept = request.accept_signature_change or request.dry_run
         guest, diff = api.update_guest_cpu(
-            guests(), name, catalog, request.to, host, accept, request.dry_run
-        )
+            guests(), name, catalog, request.to, host, accept, request.dry_run, run_on,
+            request.force,
+        )  # fmt: skip
         return {
             "guest": guest.to_json(),
             "changes": diff.lines(),
@@ -583,5 +604,48 @@ def create_app(
             "identity_changed": diff.identity_changed,
             "dry_run": request.dry_run,
         }
+
+    @app.post("/api/guests/{name}/cancel-update", tags=["guests"], dependencies=[Depends(writer)])
+    def cancel_update(name: str) -> dict[str, Any]:
+        """Drop the guest's pending CPU update (as ``cpuver domain update-cpu --cancel``): it
+        keeps the CPU it has. No pending update is 409. Needs the bearer token."""
+        return api.cancel_cpu_update(guests(), name).to_json()
+
+    @app.delete(
+        "/api/guests/{name}", status_code=204, tags=["guests"], dependencies=[Depends(writer)]
+    )
+    def undefine_guest(
+        name: str,
+        history: Annotated[
+            Literal["keep", "delete"], Query(description="its CPU history (kept for audit)")
+        ] = "keep",
+    ) -> Response:
+        """Undefine a shut-off or saved guest (as ``cpuver domain undefine``): the name is free
+        again, its CPU history is kept unless ``history=delete``. A guest that runs is 409.
+        Needs the bearer token."""
+        api.undefine_guest(guests(), name, keep_history=history == "keep")
+        return Response(status_code=204)
+
+    @app.get("/api/guests/{name}/check", tags=["guests"])
+    def check_step(
+        name: str,
+        action: Annotated[Literal["start", "migrate", "restore"], Query()],
+        host: Annotated[Name, Query(description="a stored host")],
+    ) -> dict[str, Any]:
+        """Could the guest start on, migrate to or be restored on the stored ``host`` now?
+        The checks of the step itself (a start runs a pending CPU update), and nothing is
+        changed: ``allowed``, and why not (``reason``, the pinned features it lacks)."""
+        return api.step_check_json(api.check_step(guests(), hosts(), name, action, host))
+
+    @app.get("/healthz", tags=["service"])
+    def healthz() -> dict[str, str]:
+        """The process answers (for a liveness probe; the database is not asked)."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["service"])
+    def readyz() -> dict[str, str]:
+        """The database answers too (for a readiness probe): else 503 with ``Retry-After``."""
+        guests().count()
+        return {"status": "ready"}
 
     return app

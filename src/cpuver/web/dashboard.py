@@ -1,55 +1,60 @@
-"""The web dashboard: server-rendered HTML pages over the stores the REST routes use.
+"""The web dashboard: server-rendered HTML pages over what :mod:`cpuver.api` answers.
 
-Pages only render what :mod:`cpuver.api` and :class:`cpuver.fleet.Fleet` answer, so the
-dashboard, the REST routes and the CLI agree. There is no template engine and no front-end
-framework: a page is a few f-strings (every stored or user-given value goes through :func:`_e`),
-one CSS file and a little JavaScript (tooltips, the family filter) served from ``/static``.
-Unknown names (pool, model, QEMU release ...) give a 404 page, other cpuver errors a 400 page.
-Long lists are paged (``?limit=&after=``, a "Next page" link): the guests and a pool's heatmap
-rows.
+Pages only show what the api's use cases (and the :class:`cpuver.fleet.Fleet` of a pool) answer,
+so the dashboard, the REST routes and the CLI agree. Each page is a Jinja2 template
+(``templates/``, autoescaped: every value from the store, a snapshot or the URL is escaped)
+rendered with FastAPI's :class:`~fastapi.templating.Jinja2Templates`, from a context this module
+builds; one CSS file and a little JavaScript (tooltips, the family filter and toggle) come from
+``/static``, and nothing is inline, so the pages keep to ``default-src 'self'``. Big pages are
+compressed by the app's GZip middleware.
+
+An unknown pool, host, guest or model is a 404 page suggesting the nearest names
+(:func:`cpuver.api.similar_names`), other cpuver errors a 400 page, a database that cannot be
+used right now a 503 page. Long lists are paged (``?limit=&after=``, a "Next page" link): the
+guests, a pool's heatmap rows, a guest's hosts and a host's snapshots.
 """
 
 from __future__ import annotations
 
-import gzip
-from collections.abc import Callable, Iterable, Mapping
-from html import escape
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 from urllib.parse import quote, urlencode
 
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, Response
+from fastapi.templating import Jinja2Templates
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from starlette.staticfiles import StaticFiles
 
 from cpuver import api
-from cpuver.errors import CpuverError
+from cpuver.errors import CpuverError, UnknownModel, UnknownName, UnknownVersion
 from cpuver.names import NAME_MAX
-from cpuver.store import StoreUnavailable
+from cpuver.store import GuestNotFound, HostNotFound, PoolNotFound, StoreUnavailable
 
 if TYPE_CHECKING:
-    from cpuver.fleet import Fleet
+    from cpuver.api.suggestions import Kind
+    from cpuver.domain.lifecycle import Guest
+    from cpuver.host.capabilities import HostCapabilities
     from cpuver.store import GuestStore, HostStore
 
 STATIC_DIR = Path(__file__).with_name("static")
+TEMPLATES_DIR = Path(__file__).with_name("templates")
 NAV = (("/", "Overview"), ("/models", "Models"), ("/guests", "Guests"))
 MEMBERS_SHOWN = 8
 """Host names listed per pool on the overview (a pool of hundreds would drown the page)."""
 FINGERPRINT_SHOWN = 12
-GZIP_FROM_BYTES = 32_768
+TARGETS_SHOWN = 24
+"""Hosts listed in a guest's row when opened (all of them on the guest's page)."""
 PAGE_DEFAULT = 100
 PAGE_MAX = 1000
+SNAPSHOTS_PAGE = 20
+"""Snapshots per page of a host (each is compared with the one before it)."""
 RETRY_AFTER_S = 5
 
-
-def _e(value: object) -> str:
-    """``value`` as HTML text or attribute value: everything from the store or the URL passes
-    here, so a host called ``<script>`` stays text."""
-    return escape(str(value), quote=True)
-
-
-def _attrs(attrs: Mapping[str, object | None]) -> str:
-    return "".join(f' {key}="{_e(value)}"' for key, value in attrs.items() if value is not None)
+Context = dict[str, Any]
+T = TypeVar("T")
 
 
 def _url(path: str, **query: str | None) -> str:
@@ -59,130 +64,79 @@ def _url(path: str, **query: str | None) -> str:
 
 
 def _segment(name: str) -> str:
+    """``name`` as one path segment."""
     return quote(name, safe="")
 
 
-def _page(title: str, body: str, current: str = "") -> str:
-    links = "".join(
-        f'<a href="{href}"{" aria-current=page" if href == current else ""}>{label}</a>'
-        for href, label in NAV
+templates = Jinja2Templates(
+    env=Environment(
+        loader=FileSystemLoader(TEMPLATES_DIR),
+        autoescape=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        undefined=StrictUndefined,
     )
-    return (
-        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{_e(title)} · cpuver</title>"
-        # No favicon request: a 404 for it would be the only console error of every page.
-        '<link rel="icon" href="data:,">'
-        '<link rel="stylesheet" href="/static/dashboard.css">'
-        '<script src="/static/dashboard.js" defer></script></head>'
-        f'<body><header class="top"><a class="brand" href="/">cpuver</a><nav>{links}</nav>'
-        f"</header><main>{body}</main></body></html>"
-    )
+)
+templates.env.globals.update(url=_url, nav=NAV)
+templates.env.filters["segment"] = _segment
 
-
-def _rendered(
-    request: Request, render: Callable[[], tuple[str, str]], current: str = ""
-) -> Response:
-    """The page ``render`` returns as (title, body); a cpuver error becomes an error page.
-
-    A big page is gzipped when the browser takes it: the heatmap of a pool of 200 hosts is
-    3 MB of HTML (every blocked cell names what its host lacks) and 0.2 MB compressed. Only
-    the dashboard does this; the JSON routes stay as they are."""
-    status = 200
-    headers = {"Vary": "Accept-Encoding"}
-    try:
-        title, body = render()
-    except CpuverError as err:
-        status, title = (404, "Not found") if isinstance(err, LookupError) else (400, "Error")
-        if isinstance(err, StoreUnavailable):
-            status, title = 503, "Unavailable"
-            headers["Retry-After"] = str(RETRY_AFTER_S)
-        message = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
-        body = (
-            f'<h1>{title}</h1><p class="error" role="alert">{_e(message)}</p>'
-            '<p><a href="/">Back to the overview</a></p>'
-        )
-    page = _page(title, body, current if status == 200 else "").encode()
-    if len(page) >= GZIP_FROM_BYTES and "gzip" in request.headers.get("accept-encoding", ""):
-        page = gzip.compress(page, compresslevel=5)
-        headers["Content-Encoding"] = "gzip"
-    return Response(page, status, headers, media_type="text/html; charset=utf-8")
+_NOT_FOUND: tuple[tuple[type[CpuverError], Kind, str], ...] = (
+    (PoolNotFound, "pool", "/pools/"),
+    (HostNotFound, "host", "/hosts/"),
+    (GuestNotFound, "guest", "/guests/"),
+    (UnknownModel, "model", "/models/"),
+    (UnknownVersion, "model", "/models/"),
+)
+"""The errors of a name that does not exist, which kind of name it is and where its page is."""
 
 
 def _count(number: int, noun: str) -> str:
     return f"{number} {noun}" + ("" if number == 1 else "s")
 
 
-def _chips(names: Iterable[str], css: str, sign: str = "") -> str:
-    """One chip per name; ``sign`` is HTML put before each (``+``, ``&minus;``)."""
-    return "".join(f'<span class="chip {css}">{sign}{_e(name)}</span>' for name in names)
+def _paged(
+    items: Sequence[T], key: Callable[[T], str], limit: int, after: str | None
+) -> tuple[list[T], str | None]:
+    """The items after ``after`` (by ``key``; items are sorted by it), at most ``limit``, and the
+    key of the last one when more follow (None: this is the last page)."""
+    left = [item for item in items if after is None or key(item) > after]
+    more = key(left[limit - 1]) if len(left) > limit else None
+    return left[:limit], more
+
+
+def _next_href(path: str, last: str | None, limit: int, **query: str | None) -> str | None:
+    """The "Next page" link after ``last`` (None: there is no next page)."""
+    return None if last is None else _url(path, **query, after=last, limit=str(limit))
 
 
 # -- overview -------------------------------------------------------------------------------------
 
 
-def _overview(host_store: HostStore, guest_store: GuestStore, qemu: str | None) -> tuple[str, str]:
+def _overview(host_store: HostStore, guest_store: GuestStore, qemu: str | None) -> Context:
     catalog = api.open_catalog(qemu)
     pools = host_store.pools()
-    host_count = host_store.count()
-    guest_count = guest_store.count()
     stats = (
-        ("#pools", len(pools), "pools"),
-        ("#pools", host_count, "hosts"),
-        ("/guests", guest_count, "guests"),
+        ("#pools", len(pools), "pools", "pools"),
+        ("#pools", host_store.count(), "hosts", "hosts"),
+        ("/guests", guest_store.count(), "guests", "guests"),
         (
             _url("/models", qemu=qemu),
             len(catalog.models),
             f"model families (QEMU {catalog.release})",
+            "model",
         ),
     )
-    cards = "".join(
-        f'<a class="stat" href="{_e(href)}" data-stat="{label.split()[0]}">'
-        f'<span class="n">{count}</span>{_e(label)}</a>'
-        for href, count, label in stats
-    )
-    rows = []
-    for pool in pools:
-        shown = ", ".join(pool.hosts[:MEMBERS_SHOWN])
-        more = len(pool.hosts) - MEMBERS_SHOWN
-        members = _e(shown) + (f' <span class="muted">and {more} more</span>' if more > 0 else "")
-        rows.append(
-            f'<tr data-pool="{_e(pool.name)}">'
-            f'<td><a href="{_e(_url("/pools/" + _segment(pool.name), qemu=qemu))}">'
-            f"{_e(pool.name)}</a></td>"
-            f'<td class="num">{len(pool.hosts)}</td><td>{members}</td></tr>'
-        )
-    pool_table = (
-        '<div class="table-wrap"><table class="list"><thead><tr><th>Pool</th>'
-        '<th class="num">Hosts</th><th>Members</th></tr></thead>'
-        f"<tbody>{''.join(rows)}</tbody></table></div>"
-        if rows
-        else '<p class="empty">No pools yet: add hosts with '
-        "<code>cpuver fleet add SNAPSHOT --pool NAME</code> or "
-        "<code>cpuver host push URL --pool NAME</code>.</p>"
-    )
-    families = "".join(
-        f'<a class="chip link" href="{_e(_url("/models/" + _segment(name), qemu=qemu))}">'
-        f"{_e(name)}</a>"
-        for name in catalog.models
-    )
-    body = (
-        f'<h1>Overview</h1><section class="stats">{cards}</section>'
-        f'<h2 id="pools">Pools</h2>{pool_table}'
-        f'<h2>Model families</h2><div class="chips">{families}</div>'
-    )
-    return "Overview", body
+    return {
+        "title": "Overview",
+        "qemu": qemu,
+        "stats": stats,
+        "pools": pools,
+        "members_shown": MEMBERS_SHOWN,
+        "families": list(catalog.models),
+    }
 
 
 # -- pool heatmap ---------------------------------------------------------------------------------
-
-
-def _next_page(path: str, last: str | None, limit: int, **query: str | None) -> str:
-    """A "Next page" link after ``last`` (None: this is the last page)."""
-    if last is None:
-        return ""
-    href = _url(path, **query, after=last, limit=str(limit))
-    return f'<p class="pager"><a rel="next" href="{_e(href)}">Next page</a></p>'
 
 
 def _pool_page(
@@ -191,219 +145,117 @@ def _pool_page(
     qemu: str | None,
     machine: str | None,
     accel: str,
-    page: tuple[int, str | None] = (PAGE_DEFAULT, None),
-) -> tuple[str, str]:
+    limit: int = PAGE_DEFAULT,
+    after: str | None = None,
+) -> Context:
+    """Hosts x versions (a page of hosts), columns grouped by family. Every element of family
+    ``i`` (its best-list item, headers and cells) has class ``f<i>``, so the filter and the
+    toggle hide a family with one CSS rule instead of touching every cell."""
     catalog = api.open_catalog(qemu)
     _generation, fleet = api.kept_pool_fleet(host_store, pool, catalog, accel, machine)
-    families = fleet.models()
     best = fleet.baseline()
-    form = _params_form(qemu, machine, fleet.accel)
-    summary = (
-        f'<p class="meta">{_count(len(fleet.hosts), "host")} · QEMU {_e(catalog.release)} · '
-        f"machine {_e(fleet.machine)} · accelerator {_e(fleet.accel)}</p>"
-    )
-    body = (
-        f"<h1>Pool {_e(pool)}</h1>{summary}{form}"
-        '<input id="family-filter" class="filter" type="search" autocomplete="off" '
-        'placeholder="Filter model families, e.g. haswell" aria-label="Filter model families">'
-        f"{_best_list(families, best, qemu)}{_heatmap(fleet, families, best, qemu, page)}"
-    )
-    return f"Pool {pool}", body
-
-
-def _params_form(qemu: str | None, machine: str | None, accel: str) -> str:
-    options = "".join(
-        f"<option{' selected' if name == accel else ''}>{name}</option>" for name in ("kvm", "tcg")
-    )
-    return (
-        '<form class="params" method="get">'
-        f'<label>QEMU <input name="qemu" value="{_e(qemu or "")}" placeholder="newest"></label>'
-        f'<label>Machine <input name="machine" value="{_e(machine or "")}" '
-        'placeholder="default"></label>'
-        f'<label>Accelerator <select name="accel">{options}</select></label>'
-        "<button>Show</button></form>"
-    )
-
-
-def _best_list(families: tuple[str, ...], best: Mapping[str, str | None], qemu: str | None) -> str:
-    items = []
-    for column, family in enumerate(families):
-        answer = best[family]
-        shown = (
-            f"<b>{_e(answer)}</b>"
-            if answer
-            else '<span class="none" title="no version runs on every host">none</span>'
-        )
-        items.append(
-            f'<li class="f{column}"{_attrs({"data-family": family, "data-best": answer or ""})}>'
-            f'<a href="{_e(_url("/models/" + _segment(family), qemu=qemu))}">{_e(family)}</a>'
-            f"{shown}</li>"
-        )
-    return (
-        '<h2>Best version per family</h2><p class="hint">The newest version every host of the '
-        "pool runs: a guest pinned to it can start on and migrate to any of them.</p>"
-        f'<ul class="best-list">{"".join(items)}</ul>'
-    )
-
-
-def _heatmap(
-    fleet: Fleet,
-    families: tuple[str, ...],
-    best: Mapping[str, str | None],
-    qemu: str | None,
-    page: tuple[int, str | None] = (PAGE_DEFAULT, None),
-) -> str:
-    """Hosts x versions (a page of hosts); columns grouped by family. Cells of family ``i``
-    carry class ``f<i>``, so the filter hides a family with one CSS rule instead of touching
-    every cell."""
-    limit, after = page
-    shown_hosts = sorted(h for h in fleet.hosts if after is None or h > after)
-    more = shown_hosts[limit - 1] if len(shown_hosts) > limit else None
-    shown_hosts = shown_hosts[:limit]
-    row_of = {host: row for row, host in enumerate(fleet.hosts)}
     runs = fleet.matrix()
     column_of = {version: i for i, version in enumerate(fleet.versions)}
-    family_row = ['<th class="corner" rowspan="2" scope="col">Host</th>']
-    version_row = []
-    columns: list[tuple[str, int]] = []
-    for index, family in enumerate(families):
+    families: list[Context] = []
+    for index, family in enumerate(fleet.models()):
         versions = fleet.model_versions(family)
-        href = _e(_url("/models/" + _segment(family), qemu=qemu))
-        family_row.append(
-            f'<th class="fam f{index}" colspan="{len(versions)}" scope="colgroup"'
-            f"{_attrs({'data-family': family, 'data-col': f'f{index}'})}>"
-            f'<a href="{href}">{_e(family)}</a></th>'
+        own = [column_of[v] for v in versions]
+        families.append(
+            {
+                "index": index,
+                "name": family,
+                "best": best[family],
+                "runs": bool(runs[:, own].any()),
+                "versions": [
+                    (v, v.removeprefix(f"{family}-"), v == best[family]) for v in versions
+                ],
+            }
         )
-        for version in versions:
-            is_best = version == best[family]
-            label = version.removeprefix(f"{family}-")
-            title = f"{version} (best for the pool)" if is_best else version
-            version_row.append(
-                f'<th class="ver f{index}{" best" if is_best else ""}" scope="col"'
-                f"{_attrs({'data-version': version, 'title': title})}>{_e(label)}</th>"
-            )
-            columns.append((version, index))
+    row_of = {host: row for row, host in enumerate(fleet.hosts)}
+    shown, last = _paged(sorted(fleet.hosts), str, limit, after)
+    columns: list[tuple[int, str, int]] = [
+        (f["index"], v, column_of[v]) for f in families for v, _label, _best in f["versions"]
+    ]
     rows = []
-    for host in shown_hosts:
-        row = row_of[host]
-        cells = [f'<th class="host" scope="row">{_e(host)}</th>']
-        for version, index in columns:
-            where = {"data-host": host, "data-version": version}
-            if runs[row, column_of[version]]:
-                cells.append(
-                    f'<td class="ok f{index}"{_attrs(where)} data-state="runs" data-missing="">'
-                    "✓</td>"
-                )
-            else:
-                # No title: the tooltip script builds it from these attributes, which keeps a
-                # pool of hundreds of hosts from sending every missing feature twice.
-                lacks = fleet.missing(host, version)
-                cells.append(
-                    f'<td class="no f{index}"{_attrs(where)} data-state="blocked"'
-                    f' data-missing="{_e(" ".join(lacks))}">{len(lacks)}</td>'
-                )
-        rows.append(f'<tr data-host="{_e(host)}">{"".join(cells)}</tr>')
-    legend = (
-        '<p class="legend"><span class="swatch ok">✓</span> runs '
-        '<span class="swatch no">2</span> blocked (number of features the host lacks; hover for '
-        'them) <span class="swatch best-mark">v4</span> best for the pool</p>'
-    )
-    body = "".join(rows) or f'<tr><td colspan="{len(columns) + 1}">No hosts.</td></tr>'
-    return (
-        f'<h2>Hosts &times; versions</h2>{legend}<div class="table-wrap heatmap-wrap">'
-        f'<table class="heatmap" id="heatmap"><thead><tr>{"".join(family_row)}</tr>'
-        f"<tr>{''.join(version_row)}</tr></thead><tbody>{body}</tbody></table></div>"
-        f"{_next_page('', more, limit, qemu=qemu)}"
-    )
+    for host in shown:
+        usable = runs[row_of[host]]
+        cells = []
+        for family_index, version, column in columns:
+            # A cell is (family index, version, what the host lacks as text or None, how much):
+            # the pool's biggest page has tens of thousands, so the template only prints them.
+            lacks = () if usable[column] else fleet.missing(host, version)
+            text = " ".join(lacks) if lacks else None
+            cells.append((family_index, version, text, len(lacks)))
+        rows.append((host, cells))
+    return {
+        "title": f"Pool {pool}",
+        "pool": pool,
+        "qemu": qemu,
+        "machine_asked": machine,
+        "machine": fleet.machine,
+        "accel": fleet.accel,
+        "release": catalog.release,
+        "hosts_counted": _count(len(fleet.hosts), "host"),
+        "families": families,
+        "idle": sum(not f["runs"] for f in families),
+        "columns": len(fleet.versions),
+        "rows": rows,
+        "next_href": _next_href("", last, limit, qemu=qemu, machine=machine, accel=accel),
+    }
 
 
 # -- models ---------------------------------------------------------------------------------------
 
 
-def _models_page(qemu: str | None) -> tuple[str, str]:
+def _models_page(qemu: str | None) -> Context:
     catalog = api.open_catalog(qemu)
-    rows = []
-    for index, model in enumerate(catalog.models.values()):
-        href = _url("/models/" + _segment(model.name), qemu=qemu)
-        versions = "".join(
-            f'<a class="chip link" href="{_e(href)}#{_e(v.name)}">{_e(v.name)}</a>'
-            for v in model.versions
-        )
-        deprecated = ' <span class="badge warn">deprecated</span>' if model.deprecated else ""
-        rows.append(
-            f'<tr class="f{index}"{_attrs({"data-family": model.name, "data-col": f"f{index}"})}>'
-            f'<td><a href="{_e(href)}">{_e(model.name)}</a>{deprecated}</td>'
-            f'<td class="num">{len(model.versions)}</td>'
-            f'<td><div class="chips">{versions}</div></td></tr>'
-        )
-    body = (
-        f'<h1>Model families</h1><p class="meta">QEMU {_e(catalog.release)} · '
-        f"{len(catalog.models)} families</p>"
-        '<input id="family-filter" class="filter" type="search" autocomplete="off" '
-        'placeholder="Filter model families, e.g. epyc" aria-label="Filter model families">'
-        '<div class="table-wrap"><table class="list"><thead><tr><th>Family</th>'
-        '<th class="num">Versions</th><th>Versioned names</th></tr></thead>'
-        f"<tbody>{''.join(rows)}</tbody></table></div>"
-    )
-    return "Models", body
+    return {
+        "title": "Models",
+        "qemu": qemu,
+        "release": catalog.release,
+        "models": list(catalog.models.values()),
+    }
 
 
-def _model_page(name: str, qemu: str | None) -> tuple[str, str]:
+def _model_page(name: str, qemu: str | None) -> Context:
     catalog = api.open_catalog(qemu)
     model = catalog.model(name)
-    items = "".join(_timeline_item(row) for row in api.history(catalog, model.name))
-    revisions = api.revisions(catalog, model.name)
-    before = ""
-    if revisions:
-        lines = "".join(
-            f"<li>up to <code>{_e(machine)}</code>, then {_e(change)}</li>"
-            for machine, change in revisions
-        )
-        before = (
-            "<h2>Before versions</h2><p class=hint>What the bare name meant under older machine "
-            f"types (changed after each one listed):</p><ul class=revisions>{lines}</ul>"
-        )
-    deprecated = ' <span class="badge warn">deprecated</span>' if model.deprecated else ""
-    body = (
-        f'<p class="crumbs"><a href="{_e(_url("/models", qemu=qemu))}">Models</a> /</p>'
-        f"<h1>{_e(model.name)}{deprecated}</h1>"
-        f'<p class="meta">{_count(len(model.versions), "version")} · catalog of '
-        f"{_e(catalog.build)}</p>"
-        f'<ol class="timeline">{items}</ol>{before}'
-    )
-    return model.name, body
-
-
-def _timeline_item(row: Mapping[str, Any]) -> str:
-    """One row of :func:`cpuver.api.history`: the first version with all its features, later
-    ones with what changed."""
-    version, aliases = row["version"], row["aliases"]
-    heading = f"<h3>{_e(version)}"
-    if aliases:
-        heading += f' <span class="muted">alias {_e(", ".join(aliases))}</span>'
-    heading += "</h3>"
-    since = f"QEMU {row['since']}" if row["since"] else "release unknown"
-    note = f'<p class="note">{_e(row["note"])}</p>' if row["note"] else ""
-    if "features" in row:
-        changes = (
-            f"<details><summary>{len(row['features'])} features</summary>"
-            f'<div class="chips">{_chips(row["features"], "")}</div></details>'
-        )
-    else:
-        changes = _chips(row["added"], "add", "+") + _chips(row["removed"], "del", "&minus;")
-        changes += "".join(
-            f'<span class="chip sig">{_e(key)} = {_e(api.signature_text(key, value))}</span>'
-            for key, value in row["signature"].items()
-        )
-        changes = changes or '<span class="muted">no guest-visible change</span>'
-        changes = f'<div class="chips">{changes}</div>'
-    return (
-        f'<li class="version" id="{_e(version)}" data-version="{_e(version)}">'
-        f'<div class="since">{_e(since)}</div><div class="what">{heading}{note}{changes}</div></li>'
-    )
+    timeline = []
+    for row in api.history(catalog, model.name):
+        if "signature" in row:
+            shown = [(k, api.signature_text(k, v)) for k, v in row["signature"].items()]
+            row = {**row, "signature": shown}
+        timeline.append(row)
+    return {
+        "title": model.name,
+        "qemu": qemu,
+        "model": model,
+        "versions_counted": _count(len(model.versions), "version"),
+        "build": catalog.build,
+        "timeline": timeline,
+        "revisions": api.revisions(catalog, model.name),
+    }
 
 
 # -- guests ---------------------------------------------------------------------------------------
+
+
+def _target_row(guest: Guest, found: api.Targets, shown: int = TARGETS_SHOWN) -> Context:
+    """A guest with its hosts split into targets and blocked ones, and the counts; the first
+    ``shown`` hosts are listed, blocked ones first (the exceptions are what an operator looks
+    for)."""
+    targets = [host for host, missing in found if not missing]
+    blocked = [(host, missing) for host, missing in found if missing]
+    listed_blocked = blocked[:shown]
+    listed_targets = targets[: shown - len(listed_blocked)]
+    return {
+        "guest": guest,
+        "targets": listed_targets,
+        "blocked": listed_blocked,
+        "target_count": len(targets),
+        "blocked_count": len(blocked),
+        "more": len(found) - len(listed_targets) - len(listed_blocked),
+    }
 
 
 def _guests_page(
@@ -411,60 +263,234 @@ def _guests_page(
     guest_store: GuestStore,
     limit: int = PAGE_DEFAULT,
     after: str | None = None,
-) -> tuple[str, str]:
-    rows = []
+) -> Context:
     listed = api.every_guest_targets(host_store, guest_store, limit=limit, after=after)
     last = listed[-1][0].name if len(listed) == limit else None
-    for guest, found in listed:
-        pin = guest.pin
-        targets = _targets(guest.name, found)
-        pending = _e(guest.pending.name) if guest.pending else '<span class="muted">—</span>'
-        model_href = _e("/models/" + _segment(pin.model) + "#" + pin.version)
-        rows.append(
-            f'<tr data-guest="{_e(guest.name)}">'
-            f"<td><b>{_e(guest.name)}</b></td>"
-            f'<td><span class="badge state-{_e(guest.state)}">{_e(guest.state)}</span></td>'
-            f"<td>{_e(guest.host) if guest.host else '<span class=muted>—</span>'}</td>"
-            f'<td data-cpu="{_e(pin.name)}"><a href="{model_href}">{_e(pin.name)}</a></td>'
-            f"<td>{_e(pin.machine)}</td><td>{_e(pin.accel)}</td>"
-            f'<td><code title="{_e(pin.fingerprint)}">{_e(pin.fingerprint[:FINGERPRINT_SHOWN])}'
-            f"</code></td><td>{pending}</td><td>{targets}</td></tr>"
-        )
-    table = (
-        '<div class="table-wrap"><table class="list"><thead><tr><th>Guest</th><th>State</th>'
-        "<th>Host</th><th>Pinned CPU</th><th>Machine</th><th>Accel</th><th>Fingerprint</th>"
-        "<th>Pending update</th><th>Migration targets</th></tr></thead>"
-        f"<tbody>{''.join(rows)}</tbody></table></div>"
-        if rows
-        else '<p class="empty">No guests yet: define one with '
-        "<code>cpuver domain define GUEST.json</code>.</p>"
-    )
     total = guest_store.count()
-    counted = _count(total, "guest") + (f" (showing {len(rows)})" if len(rows) < total else "")
-    body = (
-        f'<h1>Guests</h1><p class="meta">{counted} · a migration target is a '
-        "stored host offering every pinned feature (hover a struck-out host for what it lacks)</p>"
-        f"{table}{_next_page('/guests', last, limit)}"
-    )
-    return "Guests", body
+    counted = _count(total, "guest") + (f" (showing {len(listed)})" if len(listed) < total else "")
+    return {
+        "title": "Guests",
+        "counted": counted,
+        "rows": [_target_row(guest, found) for guest, found in listed],
+        "fingerprint_shown": FINGERPRINT_SHOWN,
+        "next_href": _next_href("/guests", last, limit),
+    }
 
 
-def _targets(guest: str, hosts: list[tuple[str, tuple[str, ...]]]) -> str:
-    if not hosts:
-        return '<span class="muted">no hosts stored</span>'
-    chips = []
-    for host, missing in hosts:
-        where = {"data-guest": guest, "data-host": host, "data-missing": " ".join(missing)}
+def _guest_page(
+    host_store: HostStore,
+    guest_store: GuestStore,
+    name: str,
+    limit: int = PAGE_DEFAULT,
+    after: str | None = None,
+) -> Context:
+    guest, found = api.guest_targets(host_store, guest_store, name)
+    shown, last = _paged(found, lambda target: target[0], limit, after)
+    pin, pending = guest.pin, guest.pending
+    blocked = sum(1 for _host, missing in found if missing)
+    return {
+        "title": f"Guest {guest.name}",
+        "guest": guest,
+        "signature": [(k, api.signature_text(k, v)) for k, v in pin.signature.as_dict().items()],
+        "pending_added": sorted(pending.on - pin.on) if pending else [],
+        "pending_removed": sorted(pin.on - pending.on) if pending else [],
+        "history": api.guest_history(guest_store, guest.name),
+        "targets": shown,
+        "target_count": len(found) - blocked,
+        "blocked_count": blocked,
+        "targets_counted": (
+            f"{len(found) - blocked} of {_count(len(found), 'stored host')} run the pin"
+            + (" and its pending update" if pending else "")
+            + (f"; {blocked} cannot" if blocked else "")
+        ),
+        "blocked_groups": _by_what_they_lack(found),
+        "fingerprint_shown": FINGERPRINT_SHOWN,
+        "next_href": _next_href(f"/guests/{_segment(guest.name)}", last, limit),
+    }
+
+
+def _by_what_they_lack(found: api.Targets) -> list[tuple[tuple[str, ...], list[str], int]]:
+    """The blocked hosts grouped by the features they lack (most hosts first): each group's
+    features, its first hosts and how many more it has."""
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for host, missing in found:
         if missing:
-            where["title"] = f"{guest} cannot run on {host}\nlacks: {' '.join(missing)}"
-        state = "blocked" if missing else "target"
-        chips.append(
-            f'<span class="chip {state}" data-state="{state}"{_attrs(where)}>{_e(host)}</span>'
-        )
-    return f'<div class="chips">{"".join(chips)}</div>'
+            groups.setdefault(missing, []).append(host)
+    ordered = sorted(groups.items(), key=lambda group: (-len(group[1]), group[0]))
+    return [
+        (missing, hosts[:MEMBERS_SHOWN], len(hosts) - MEMBERS_SHOWN) for missing, hosts in ordered
+    ]
+
+
+# -- hosts ----------------------------------------------------------------------------------------
+
+
+def _offers(snapshot: HostCapabilities) -> list[tuple[str | None, str, str]]:
+    """(release, accelerator, how it was found) of every offer of a snapshot."""
+    if snapshot.releases:
+        return [
+            (release, accel, offer.method + (" (approximate)" if offer.approximate else ""))
+            for release, accels in snapshot.releases.items()
+            for accel, offer in sorted(accels.items())
+        ]
+    method = snapshot.provenance.get("method", "")
+    return [(None, accel, method) for accel in sorted(snapshot.offers)]
+
+
+def _summary(snapshot: HostCapabilities) -> str:
+    """A snapshot in one line: CPU, microcode, kernel, what was probed."""
+    facts = snapshot.facts
+    parts = (
+        [facts.brand or facts.vendor, f"microcode {facts.microcode or '?'}", facts.kernel or ""]
+        if facts
+        else [snapshot.vendor or "vendor unknown"]
+    )
+    probed = ", ".join(f"{r + ' ' if r else ''}{a}" for r, a, _how in _offers(snapshot))
+    return " · ".join([p for p in parts if p] + [probed])
+
+
+def _changes(before: HostCapabilities, after: HostCapabilities) -> list[tuple[str, str, Any]]:
+    """What changed from one snapshot to the next, as (kind, sentence, version chips) lines."""
+    diff, usability = api.host_diff(before, after)
+    lines: list[tuple[str, str, Any]] = [("fact", str(change), ()) for change in diff.facts]
+    lines += [("vulnerability", str(change), ()) for change in diff.vulnerabilities]
+    for accel in diff.accels:
+        where = f"{accel.accel}" + (f" (QEMU {accel.release})" if accel.release else "")
+        lines += [("offer", f"{where}: {change}", ()) for change in accel.changes]
+    for change in usability:
+        where = f"{change.accel}" + (f" (QEMU {change.release})" if change.release else "")
+        if change.unusable:
+            lines.append(("unusable", f"{where}: no longer runs", change.unusable))
+        if change.usable:
+            lines.append(("usable", f"{where}: now runs", [(v, ()) for v in change.usable]))
+    return lines
+
+
+def _host_page(
+    host_store: HostStore,
+    name: str,
+    qemu: str | None,
+    machine: str | None,
+    accel: str | None,
+    limit: int = SNAPSHOTS_PAGE,
+    after: str | None = None,
+) -> Context:
+    record = host_store.get(name)
+    snapshots = api.host_snapshots(host_store, name)
+    current = snapshots[-1][1] if snapshots else api.stored_host(record)
+    catalog = api.open_catalog(qemu)
+    accel = accel or ("kvm" if "kvm" in current.offers else "tcg")
+    runs = api.host_versions(current, catalog, accel, machine)
+    families = [
+        {
+            "family": f.family,
+            "runs": any(not missing for _v, missing in f.versions),
+            "versions": [(v, v.removeprefix(f"{f.family}-"), m) for v, m in f.versions],
+        }
+        for f in runs
+    ]
+    # Snapshots are numbered from 1 (the first) and listed newest first: a page ends at a
+    # number (``after``), the next one starts below it.
+    newest = min(len(snapshots), int(after) - 1) if after and after.isdigit() else len(snapshots)
+    shown = range(newest, max(newest - limit, 0), -1)
+    history = []
+    for number in shown:
+        at, snapshot = snapshots[number - 1]
+        entry: Context = {"number": number, "at": at, "summary": _summary(snapshot)}
+        entry["changes"], entry["problem"] = [], None
+        if number > 1:
+            try:
+                entry["changes"] = _changes(snapshots[number - 2][1], snapshot)
+            except CpuverError as err:  # two snapshots without a release or accelerator in common
+                entry["problem"] = str(err)
+        history.append(entry)
+    runnable = sum(1 for f in runs for _v, missing in f.versions if not missing)
+    versions = sum(len(f.versions) for f in runs)
+    last = str(shown[-1]) if shown and shown[-1] > 1 else None
+    return {
+        "title": f"Host {name}",
+        "name": name,
+        "qemu": qemu,
+        "machine_asked": machine,
+        "machine": catalog.machine(machine).name,
+        "accel": accel,
+        "release": catalog.release,
+        "pools": record.pools,
+        "added": record.added,
+        "updated": record.updated,
+        "snapshot": current,
+        "offers": _offers(current),
+        "snapshots_counted": _count(len(snapshots), "snapshot"),
+        "runs_counted": f"runs {runnable} of {versions} versions",
+        "families": families,
+        "idle": sum(not f["runs"] for f in families),
+        "history": history,
+        "next_href": _next_href(
+            f"/hosts/{_segment(name)}", last, limit, qemu=qemu, machine=machine, accel=accel
+        ),
+    }
+
+
+# -- errors ---------------------------------------------------------------------------------------
+
+
+def _error_page(
+    request: Request,
+    err: CpuverError,
+    hosts: Callable[[], HostStore],
+    guests: Callable[[], GuestStore],
+    qemu: str | None,
+) -> Response:
+    """A 404 page for a name that does not exist (with the nearest names), 503 for a database
+    that cannot be used now, 400 for any other cpuver error."""
+    status, title = (404, "Not found") if isinstance(err, LookupError) else (400, "Error")
+    headers = {}
+    if isinstance(err, StoreUnavailable):
+        status, title = 503, "Unavailable"
+        headers["Retry-After"] = str(RETRY_AFTER_S)
+    message = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+    suggested = _suggestions(err, hosts, guests, qemu)
+    if suggested and isinstance(err, UnknownName):  # the page's links say it instead
+        message = message.split(" (did you mean ", 1)[0]
+    context = {"title": title, "current": "", "message": message, "suggestions": suggested}
+    return templates.TemplateResponse(
+        request, "error.html", context, status_code=status, headers=headers
+    )
+
+
+def _suggestions(
+    err: CpuverError,
+    hosts: Callable[[], HostStore],
+    guests: Callable[[], GuestStore],
+    qemu: str | None,
+) -> list[tuple[str, str]]:
+    """(name, link) of the names nearest to the one ``err`` did not find."""
+    for error, kind, prefix in _NOT_FOUND:
+        name = getattr(err, "name", None)
+        if not isinstance(err, error) or not isinstance(name, str):
+            continue
+        try:
+            found = api.similar_names(
+                kind,
+                name,
+                hosts() if kind in ("pool", "host") else None,
+                guests() if kind == "guest" else None,
+                api.open_catalog(qemu) if kind == "model" else None,
+            )
+        except CpuverError:  # no suggestions is better than a second error
+            return []
+        return [(match, prefix + _segment(match)) for match in found if match != name]
+    return []
 
 
 # -- routes ---------------------------------------------------------------------------------------
+
+
+Limit = Annotated[int, Query(ge=1, le=PAGE_MAX)]
+After = Annotated[str | None, Query(max_length=NAME_MAX)]
+Release = Annotated[str | None, Query(max_length=16)]
+Machine = Annotated[str | None, Query(max_length=64)]
+Accel = Annotated[str | None, Query(max_length=8)]
 
 
 def add_dashboard(
@@ -474,39 +500,78 @@ def add_dashboard(
     static files from ``app``; ``hosts`` and ``guests`` open the app's stores on first use."""
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
+    def show(
+        request: Request,
+        template: str,
+        build: Callable[[], Context],
+        current: str = "",
+        qemu: str | None = None,
+    ) -> Response:
+        try:
+            context = {"current": current, **build()}
+        except CpuverError as err:
+            return _error_page(request, err, hosts, guests, qemu)
+        return templates.TemplateResponse(request, template, context)
+
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def overview(request: Request, qemu: str | None = None) -> Response:
-        return _rendered(request, lambda: _overview(hosts(), guests(), qemu or None), "/")
+    def overview(request: Request, qemu: Release = None) -> Response:
+        qemu = qemu or None
+        return show(request, "overview.html", lambda: _overview(hosts(), guests(), qemu), "/")
 
     @app.get("/pools/{pool}", response_class=HTMLResponse, include_in_schema=False)
     def pool_page(
         request: Request,
         pool: str,
-        qemu: Annotated[str | None, Query(max_length=16)] = None,
-        machine: Annotated[str | None, Query(max_length=64)] = None,
-        accel: Annotated[str, Query(max_length=8)] = "kvm",
-        limit: Annotated[int, Query(ge=1, le=PAGE_MAX)] = PAGE_DEFAULT,
-        after: Annotated[str | None, Query(max_length=NAME_MAX)] = None,
+        qemu: Release = None,
+        machine: Machine = None,
+        accel: Accel = None,
+        limit: Limit = PAGE_DEFAULT,
+        after: After = None,
     ) -> Response:
-        return _rendered(
-            request,
-            lambda: _pool_page(
-                hosts(), pool, qemu or None, machine or None, accel or "kvm", (limit, after)
-            ),
-        )
+        def build() -> Context:
+            return _pool_page(
+                hosts(), pool, qemu or None, machine or None, accel or "kvm", limit, after
+            )
+
+        return show(request, "pool.html", build, qemu=qemu or None)
+
+    @app.get("/hosts/{name}", response_class=HTMLResponse, include_in_schema=False)
+    def host_page(
+        request: Request,
+        name: str,
+        qemu: Release = None,
+        machine: Machine = None,
+        accel: Accel = None,
+        limit: Limit = SNAPSHOTS_PAGE,
+        after: After = None,
+    ) -> Response:
+        def build() -> Context:
+            return _host_page(
+                hosts(), name, qemu or None, machine or None, accel or None, limit, after
+            )
+
+        return show(request, "host.html", build, qemu=qemu or None)
 
     @app.get("/models", response_class=HTMLResponse, include_in_schema=False)
-    def models_page(request: Request, qemu: str | None = None) -> Response:
-        return _rendered(request, lambda: _models_page(qemu or None), "/models")
+    def models_page(request: Request, qemu: Release = None) -> Response:
+        return show(request, "models.html", lambda: _models_page(qemu or None), "/models")
 
     @app.get("/models/{name}", response_class=HTMLResponse, include_in_schema=False)
-    def model_page(request: Request, name: str, qemu: str | None = None) -> Response:
-        return _rendered(request, lambda: _model_page(name, qemu or None), "/models")
+    def model_page(request: Request, name: str, qemu: Release = None) -> Response:
+        build = partial(_model_page, name, qemu or None)
+        return show(request, "model.html", build, "/models", qemu or None)
 
     @app.get("/guests", response_class=HTMLResponse, include_in_schema=False)
-    def guests_page(
-        request: Request,
-        limit: Annotated[int, Query(ge=1, le=PAGE_MAX)] = PAGE_DEFAULT,
-        after: Annotated[str | None, Query(max_length=NAME_MAX)] = None,
+    def guests_page(request: Request, limit: Limit = PAGE_DEFAULT, after: After = None) -> Response:
+        return show(
+            request, "guests.html", lambda: _guests_page(hosts(), guests(), limit, after), "/guests"
+        )
+
+    @app.get("/guests/{name}", response_class=HTMLResponse, include_in_schema=False)
+    def guest_page(
+        request: Request, name: str, limit: Limit = PAGE_DEFAULT, after: After = None
     ) -> Response:
-        return _rendered(request, lambda: _guests_page(hosts(), guests(), limit, after), "/guests")
+        def build() -> Context:
+            return _guest_page(hosts(), guests(), name, limit, after)
+
+        return show(request, "guest.html", build, "/guests")

@@ -8,8 +8,8 @@
   read even the open routes. Starlette's TrustedHostMiddleware does the same, but answers in
   plain text and cuts ``[::1]:8000`` at its first colon; the service answers JSON on /api.
 * :class:`BrowserHeaders` adds the headers that keep a browser from framing the pages,
-  guessing content types or loading anything from elsewhere (CSP; the interactive API docs,
-  which load Swagger UI from a CDN, get only the framing and sniffing protections).
+  guessing content types or loading anything from elsewhere (CSP), the API docs included:
+  their Swagger UI is served from this server (:mod:`cpuver.web.docs`).
 
 Pure ASGI middleware: no per-request objects beyond what a refused request needs.
 """
@@ -28,14 +28,12 @@ CSP = (
     "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
     "form-action 'self'; frame-ancestors 'none'"
 )
-DOCS_PATHS = ("/docs", "/redoc")
 _COMMON = [
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
     (b"referrer-policy", b"no-referrer"),
 ]
 _STRICT = [*_COMMON, (b"content-security-policy", CSP.encode())]
-_DOCS = [*_COMMON, (b"content-security-policy", b"frame-ancestors 'none'")]
 
 
 async def _refuse(send: Send, status: int, message: str) -> None:
@@ -140,12 +138,11 @@ class BrowserHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        extra = _DOCS if str(scope.get("path", "")).startswith(DOCS_PATHS) else _STRICT
 
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers: list[Any] = list(message.get("headers", []))
-                headers += extra
+                headers += _STRICT
                 message = {**message, "headers": headers}
             await send(message)
 

@@ -1,5 +1,5 @@
-// cpuver dashboard: instant tooltips for titled elements (blocked cells, non-target hosts) and
-// the model family filter. Plain DOM, no framework.
+// cpuver dashboard: instant tooltips for titled elements (blocked cells, non-target hosts), the
+// model family filter and the toggle hiding families nothing runs. Plain DOM, no framework.
 "use strict";
 
 // One tooltip element (#tip) for the page. A title moves to data-tip on first hover, so the
@@ -44,25 +44,42 @@ document.addEventListener("mouseover", (event) => {
 // Scrolling a table moves the hovered element: the tooltip follows it.
 document.addEventListener("scroll", () => { if (!tip.hidden) place(); }, true);
 
-// The family filter: elements naming a family carry data-family and data-col (a class every
-// cell of that family has); one generated CSS rule hides the families that do not match. The
-// rule lives in a constructed style sheet: the page's Content-Security-Policy refuses <style>
-// elements made by scripts.
-function setUpFilter(input) {
-  const families = [...document.querySelectorAll("[data-family][data-col]")];
+// The family filter and the toggle that hides families nothing runs: elements naming a family
+// carry data-family and data-col (a class every element of that family has: best-list item,
+// headers, cells) and, where it applies, data-runs ("none": no host runs any of its versions).
+// One generated CSS rule hides the families left out; it lives in a constructed style sheet (the
+// page's Content-Security-Policy refuses <style> elements made by scripts) and wins over every
+// display rule of the page's own sheet.
+function setUpFamilies(filter, toggle, count) {
+  const families = new Map();
+  for (const element of document.querySelectorAll("[data-family][data-col]")) {
+    families.set(element.dataset.col, {
+      name: element.dataset.family.toLowerCase(),
+      idle: element.dataset.runs === "none",
+    });
+  }
   const sheet = new CSSStyleSheet();
   document.adoptedStyleSheets = [...document.adoptedStyleSheets, sheet];
-  input.addEventListener("input", () => {
-    const text = input.value.trim().toLowerCase();
-    const hidden = families
-      .filter((element) => text && !element.dataset.family.toLowerCase().includes(text))
-      .map((element) => `.${element.dataset.col}`);
-    sheet.replaceSync(hidden.length ? `${hidden.join(",")} { display: none; }` : "");
-  });
+  function update() {
+    const text = filter.value.trim().toLowerCase();
+    const hideIdle = toggle !== null && toggle.checked;
+    const hidden = [...families]
+      .filter(([, family]) => (text && !family.name.includes(text)) || (hideIdle && family.idle))
+      .map(([col]) => `.${col}`);
+    sheet.replaceSync(hidden.length ? `${hidden.join(",")} { display: none !important; }` : "");
+    if (count !== null) {
+      count.textContent = `${families.size - hidden.length} of ${families.size} families shown`;
+    }
+  }
+  filter.addEventListener("input", update);
+  if (toggle !== null) toggle.addEventListener("change", update);
+  update(); // a browser may have restored the fields' state
 }
 
 document.addEventListener("DOMContentLoaded", () => {
   document.body.append(tip);
   const filter = document.getElementById("family-filter");
-  if (filter) setUpFilter(filter);
+  if (filter) {
+    setUpFamilies(filter, document.getElementById("hide-idle"), document.getElementById("family-count"));
+  }
 });
