@@ -1,7 +1,8 @@
 """Everyday use through the ``cpuver`` command as a process, as a virsh user scripts it: the exit
 code says success (0), error (1), usage (2) or refusal (3); ``--json`` gives one document on
-stdout, for errors too (with the exit code in it; the one-line message stays on stderr); a guest undefined frees its name; a pending update is cancelled;
-snapshots are listed and a revert says what it did; a stored host is named as ``--host``.
+stdout, for errors too (with the exit code in it; the one-line message stays on stderr); a guest
+undefined frees its name; a pending update is cancelled; snapshots are listed and a revert says
+what it did; a stored host is named as ``--host``.
 (The same behaviours one by one, in-process: tests/unit/test_cli_everyday.py.)
 """
 
