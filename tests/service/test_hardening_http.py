@@ -361,4 +361,3 @@ def test_readyz_is_503_while_the_database_is_gone_and_healthz_still_200(
     assert ready.json()["error"].startswith("database unavailable: ")
     assert healthy.json() == {"status": "ok"}
     assert server.client.get("/readyz").status_code == 200
-
