@@ -1,4 +1,5 @@
-"""Fixtures of the oracle tests, parametrised over both QEMU releases by ``qemu_release``.
+"""Fixtures of the oracle tests, parametrised by ``qemu_release`` over every QEMU release of the
+test set-up (5.2, 7.2, 10.0, 11.1).
 
 ``oracle``   the release's QEMU, asked once per (machine type, accelerator) for the whole session
 ``catalog``  the bundled catalog of that release
