@@ -5,7 +5,9 @@ A file of any bytes must give a one-line error, never a traceback: XML is decode
 (UTF-8, or UTF-16/32 told apart by the zero bytes as Python's ``json`` does), TOML as UTF-8.
 A byte that does not decode is named with its offset. :func:`load_json` turns what the ``json``
 module raises besides syntax errors (nesting deeper than the interpreter's stack, integers of
-thousands of digits) into the same kind of error. Pure: bytes in, text or values out.
+thousands of digits) into the same kind of error. :func:`xml_root` parses XML that declares no
+document type (a DTD's entities can expand without limit or read local files: refused, not
+defused). Pure: bytes in, text or values out.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import codecs
 import json
 import re
+import xml.etree.ElementTree as ET
 from typing import Any
 
 from cpuver.errors import CpuverError
@@ -26,6 +29,7 @@ _BOMS = (
     (codecs.BOM_UTF16_BE, "utf-16"),
 )
 _XML_BOMS = tuple(bom + b"<" for bom, _encoding in _BOMS)
+_DOCUMENT_TYPE = re.compile(r"<!(DOCTYPE|ENTITY)", re.IGNORECASE)
 
 
 class UnreadableDocument(CpuverError):
@@ -95,3 +99,23 @@ def load_json(text: str, source: str) -> Any:
         raise UnreadableDocument(f"{source}: JSON nested too deeply to read") from err
     except ValueError as err:  # an integer of more digits than Python converts
         raise UnreadableDocument(f"{source}: JSON holds a number too long to read") from err
+
+
+def xml_root(text: str, source: str) -> ET.Element:
+    """The root element of XML ``text``; errors name the source, line and column."""
+    found = _DOCUMENT_TYPE.search(text)
+    if found:
+        line = text.count("\n", 0, found.start()) + 1
+        column = found.start() - (text.rfind("\n", 0, found.start()) + 1) + 1
+        raise UnreadableDocument(
+            f"{source}: line {line}, column {column}: <!{found[1].upper()} is refused: document "
+            "type declarations and entities are not accepted"
+        )
+    try:
+        return ET.fromstring(text)
+    except ET.ParseError as err:
+        line, column = err.position
+        problem = str(err).split(":")[0]
+        raise UnreadableDocument(
+            f"{source}: line {line}, column {column + 1}: malformed XML: {problem}"
+        ) from err

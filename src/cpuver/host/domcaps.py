@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from cpuver.catalog import Catalog
+from cpuver.documents import UnreadableDocument, xml_root
 from cpuver.errors import HostError, UnknownFeature, UnknownMachineType, UnknownName
 from cpuver.features import FeatureSet, FeatureTable
 from cpuver.host.capabilities import AccelOffer, HostCapabilities, HostFacts, build
@@ -55,13 +56,10 @@ def parse_domain_capabilities(
 ) -> DomainCapabilities:
     """Read a ``domcapabilities`` document; errors name the source and the element."""
     features = table or FeatureTable.bundled()
-    if "<!" in text:
-        raise HostError(f"{source}: document type declarations are not accepted")
     try:
-        root = ET.fromstring(text)
-    except ET.ParseError as err:
-        line, column = err.position
-        raise HostError(f"{source}: line {line}, column {column + 1}: malformed XML") from err
+        root = xml_root(text, source)
+    except UnreadableDocument as err:
+        raise HostError(str(err)) from err
     if root.tag != "domainCapabilities":
         raise HostError(f"{source}: expected <domainCapabilities>, found <{root.tag}>")
     kind = (root.findtext("domain") or "").strip()

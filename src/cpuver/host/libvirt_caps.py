@@ -25,6 +25,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from typing import Any
 
+from cpuver.documents import UnreadableDocument, xml_root
 from cpuver.errors import HostError
 from cpuver.host.evidence import AccelEvidence, Expansion, QemuEvidence, signature_facts
 
@@ -38,10 +39,9 @@ def looks_like_caps(text: str) -> bool:
 
 def read(text: str, source: str) -> QemuEvidence:
     try:
-        root = ET.fromstring(text)
-    except ET.ParseError as err:
-        line, column = err.position
-        raise HostError(f"{source}: not well-formed XML at line {line} column {column}") from None
+        root = xml_root(text, source)
+    except UnreadableDocument as err:
+        raise HostError(str(err)) from None
     if root.tag != "qemuCaps":
         raise HostError(f"{source}: expected libvirt's <qemuCaps>, got <{root.tag}>")
     release, build = _version(root, source)
