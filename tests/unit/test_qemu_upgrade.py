@@ -114,7 +114,7 @@ def test_host_diff_wants_one_file_with_to_qemu_and_two_without(
     code, _out, err = run(capsys, "host", "diff", one)
     assert code == 2 and "needs two snapshots A B, or one with --to-qemu" in err
     code, _out, err = run(capsys, "host", "diff", one, one, "--to-qemu", "11.1")
-    assert code == 1 and "give one file" in err
+    assert code == 2 and "give one file" in err
 
 
 # ---------------------------------------------------------------------------------- a pool
