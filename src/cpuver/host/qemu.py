@@ -54,7 +54,12 @@ def qemu_timeout() -> float:
 class _Monitor(QEMUMonitorProtocol):
     """qemu.qmp's synchronous client with a deadline on connecting (its ``connect`` waits for
     QEMU's greeting without one, so a QEMU that listens and never greets hung cpuver), whose
-    every exchange a termination request waits for (:mod:`cpuver.host.termination`)."""
+    every exchange a termination request waits for (:mod:`cpuver.host.termination`), and so
+    does its making (a signal inside asyncio's new event loop leaves a half-made loop behind)."""
+
+    def __init__(self, address: str) -> None:
+        with termination.exchange():
+            super().__init__(address)
 
     def _sync(self, future: Any, timeout: float | None = None) -> Any:
         with termination.exchange():
