@@ -1,6 +1,6 @@
 """What QEMU adds to a vCPU for the guest's topology, on top of its CPU model.
 
-QEMU 10.0 sets two feature bits of the vCPU object itself when a package (socket) holds more than
+QEMU 10.0 and later set two feature bits of the vCPU object itself when a package (socket) holds more than
 one thread (dies x clusters x cores x threads > 1), after the user's ``-cpu`` options, so they
 cannot be switched off (``x86_cpu_expand_features`` in target/i386/cpu.c): ``ht`` (CPUID.01H:EDX
 HTT), and ``cmp-legacy`` (CPUID.80000001H:ECX) for a vendor other than Intel and Zhaoxin. Older
@@ -17,8 +17,9 @@ from dataclasses import replace
 from cpuver.domain.pinning import Pin
 from cpuver.models import Delta
 
-_SETS_BITS = frozenset({(10, 0)})
-"""QEMU releases whose vCPU object gets the topology bits (checked live: 7.2 does not)."""
+_SETS_BITS_FROM = (10, 0)
+"""The first QEMU release whose vCPU object gets the topology bits (checked live: 5.2 and 7.2
+do not, 10.0 and 11.1 do)."""
 _NO_CMP_LEGACY = frozenset({"GenuineIntel", "CentaurHauls", "  Shanghai  "})
 """Vendors that get ``ht`` only: Intel, and Zhaoxin (both of its vendor strings)."""
 
@@ -26,7 +27,7 @@ _NO_CMP_LEGACY = frozenset({"GenuineIntel", "CentaurHauls", "  Shanghai  "})
 def topology_delta(release: str, vendor: str, threads_per_package: int) -> Delta:
     """The features QEMU ``release`` (``X.Y`` or ``X.Y.Z``) switches on for this topology."""
     major, minor = (int(part) for part in release.split(".")[:2])
-    if threads_per_package <= 1 or (major, minor) not in _SETS_BITS:
+    if threads_per_package <= 1 or (major, minor) < _SETS_BITS_FROM:
         return Delta()
     on = {"ht"} if vendor in _NO_CMP_LEGACY else {"ht", "cmp-legacy"}
     return Delta(on=frozenset(on))
