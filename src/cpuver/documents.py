@@ -15,10 +15,12 @@ from __future__ import annotations
 import codecs
 import json
 import re
-import xml.etree.ElementTree as ET
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cpuver.errors import CpuverError
+
+if TYPE_CHECKING:
+    import xml.etree.ElementTree as ET
 
 _XML_DECLARATION = re.compile(rb"""<\?xml[^>]*?encoding\s*=\s*["']([A-Za-z0-9._-]{1,40})["']""")
 _BOMS = (
@@ -103,6 +105,8 @@ def load_json(text: str, source: str) -> Any:
 
 def xml_root(text: str, source: str) -> ET.Element:
     """The root element of XML ``text``; errors name the source, line and column."""
+    import xml.etree.ElementTree as ET  # here: most commands read no XML (start-up time)
+
     found = _DOCUMENT_TYPE.search(text)
     if found:
         line = text.count("\n", 0, found.start()) + 1

@@ -19,7 +19,7 @@ from cpuver.domain import (
 from cpuver.errors import CpuverError, NotRunnable
 
 
-def refusals() -> tuple[type[CpuverError], ...]:
+def refusal_types() -> tuple[type[CpuverError], ...]:
     """The refusal types (the store's are imported only here: it pulls in SQLAlchemy)."""
     from cpuver.store import ConcurrentUpdate, GuestExists
 
@@ -36,4 +36,4 @@ def refusals() -> tuple[type[CpuverError], ...]:
 
 
 def is_refusal(err: BaseException) -> bool:
-    return isinstance(err, refusals())
+    return isinstance(err, refusal_types())

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -287,6 +286,8 @@ def _history_line(entry: Any) -> str:
 
 
 def _binary(args: argparse.Namespace) -> Path:
+    import shutil  # here: it imports bz2 and lzma (start-up time)
+
     found = shutil.which("qemu-system-x86_64")
     binary: Path | None = args.qemu_binary or (Path(found) if found else None)
     if binary is None:

@@ -1,12 +1,12 @@
 """What QEMU adds to a vCPU for the guest's topology, on top of its CPU model.
 
-QEMU 10.0 and later set two feature bits of the vCPU object itself when a package (socket) holds more than
-one thread (dies x clusters x cores x threads > 1), after the user's ``-cpu`` options, so they
-cannot be switched off (``x86_cpu_expand_features`` in target/i386/cpu.c): ``ht`` (CPUID.01H:EDX
-HTT), and ``cmp-legacy`` (CPUID.80000001H:ECX) for a vendor other than Intel and Zhaoxin. Older
-releases set those bits only in the CPUID answer, not as properties of the vCPU. libvirt's
-``check='full'`` compares the vCPU's properties with the domain's ``<cpu>``, so a pin for a
-multi-core domain must have them on. ``tests/oracle/test_topology.py`` checks this table
+QEMU 10.0 and later set two feature bits of the vCPU object itself when a package (socket) holds
+more than one thread (dies x clusters x cores x threads > 1), after the user's ``-cpu`` options,
+so they cannot be switched off (``x86_cpu_expand_features`` in target/i386/cpu.c): ``ht``
+(CPUID.01H:EDX HTT), and ``cmp-legacy`` (CPUID.80000001H:ECX) for a vendor other than Intel and
+Zhaoxin. Older releases set those bits only in the CPUID answer, not as properties of the vCPU.
+libvirt's ``check='full'`` compares the vCPU's properties with the domain's ``<cpu>``, so a pin
+for a multi-core domain must have them on. ``tests/oracle/test_topology.py`` checks this table
 against the bundled QEMU builds.
 """
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import re
-import tomllib
 import xml.etree.ElementTree as ET
 import xml.parsers.expat
 from collections.abc import Mapping, Sequence
@@ -403,6 +402,8 @@ def read_guest_json(text: str, source: str = "guest.json") -> GuestDefinition:
 
 def read_guest_toml(text: str, source: str = "guest.toml") -> GuestDefinition:
     """The same fields as TOML: ``name = "web1"``, ``cpu = "Haswell,version=best"``."""
+    import tomllib  # here: only guest files in TOML need it (start-up time)
+
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
