@@ -21,8 +21,11 @@ if TYPE_CHECKING:
     from cpuver.store import HostRecord
 
 
-def resolution_json(resolution: Resolution, catalog: Catalog) -> dict[str, Any]:
-    from cpuver.emit.libvirt import cpu_xml
+def resolution_json(
+    resolution: Resolution, catalog: Catalog, libvirt: bool = True
+) -> dict[str, Any]:
+    """As ``cpuver resolve --json`` shows it. ``libvirt=False``: without ``libvirt_xml``, for the
+    text output, which does not show it (libvirt's emitter is a fifth of the command's start-up)."""
     from cpuver.emit.qemu import cpu_arg
 
     signature = resolution.definition.signature.as_dict()
@@ -41,9 +44,15 @@ def resolution_json(resolution: Resolution, catalog: Catalog) -> dict[str, Any]:
         "missing": list(resolution.missing),
         "unknown": dict(resolution.unknown),
         "qemu_cpu_arg": cpu_arg(resolution),
-        "libvirt_xml": cpu_xml(resolution, catalog),
+        "libvirt_xml": _libvirt_xml(resolution, catalog) if libvirt else None,
         "notes": list(resolution.notes),
     }
+
+
+def _libvirt_xml(resolution: Resolution, catalog: Catalog) -> str:
+    from cpuver.emit.libvirt import cpu_xml
+
+    return cpu_xml(resolution, catalog)
 
 
 def definitions_json(resolver: Resolver) -> list[dict[str, Any]]:

@@ -475,7 +475,10 @@ def _models(resolver: Resolver, as_json: bool) -> int:
 
 
 def _resolve(resolver: Resolver, specs: Sequence[str], as_json: bool) -> int:
-    results = [api.resolution_json(resolver.resolve(spec), resolver.catalog) for spec in specs]
+    results = [
+        api.resolution_json(resolver.resolve(spec), resolver.catalog, libvirt=as_json)
+        for spec in specs
+    ]
     if as_json:
         print_json(results)
         return 0
