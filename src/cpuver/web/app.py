@@ -68,8 +68,13 @@ HOSTS_MAX = 10_000
 PAGE_DEFAULT = 100
 PAGE_MAX = 1000
 INLINE_SPECS = 8
-"""A resolve request of at most this many specs with a kept resolver is answered on the event
-loop (microseconds); anything more runs in a worker thread, so it never stalls other requests."""
+"""A resolve request of at most this many specs is answered on the event loop when its resolver
+is kept or its snapshot small (microseconds; under a millisecond); anything more runs in a worker
+thread, so it never stalls other requests."""
+INLINE_SNAPSHOT_BYTES = 16_384
+"""A new snapshot up to this size (canonical JSON; a probe of every imported release is ~10 KB)
+is read on the event loop: reading it costs about what the hop to a worker thread costs, and
+the hop halved the throughput of new snapshots on two cores (benchmark g)."""
 RETRY_AFTER_S = 5
 
 Spec = Annotated[str, StringConstraints(min_length=1, max_length=SPEC_MAX_CHARS)]
@@ -428,7 +433,8 @@ def create_app(
             answer = [api.resolution_json(chosen.resolve(s), catalog) for s in request.specs]
             return orjson.dumps(answer)
 
-        if resolver is not None and len(request.specs) <= INLINE_SPECS:
+        small = snapshot is None or len(snapshot.key) <= INLINE_SNAPSHOT_BYTES
+        if (resolver is not None or small) and len(request.specs) <= INLINE_SPECS:
             return Response(answer(resolver), media_type="application/json")
         return Response(await run_in_threadpool(answer, resolver), media_type="application/json")
 
