@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 from cpuver.api import open_catalog
@@ -40,3 +42,22 @@ def probed(
     when = "2026-12-01T08:00:00Z"
     releases = {"10.0": {"kvm": AccelOffer(offers, "kvm", time=when)}}
     return build(name, releases, facts, probed=when, method="kvm").to_json()
+
+
+def tcg_host_file(folder: Path, name: str = "hv1") -> str:
+    """A host file offering what TCG offers in QEMU 10.0 (every TCG pin runs there)."""
+    path = folder / f"{name}.json"
+    offers = open_catalog("10.0").tcg_offers
+    path.write_text(json.dumps(HostCapabilities(name, {"tcg": offers}).to_json()))
+    return str(path)
+
+
+def start_on(db_url: str, guest: str, host: str) -> None:
+    """What ``cpuver domain start --host HOST`` stores for a stored guest and a stored host (the
+    service has no lifecycle routes of its own)."""
+    from cpuver.api import guest_transition, open_store, stored_host
+    from cpuver.store import HostStore
+
+    with HostStore(db_url) as hosts:
+        on = stored_host(hosts.get(host))
+    guest_transition(open_store(db_url), guest, "start", host=on)

@@ -15,6 +15,8 @@ from __future__ import annotations
 import codecs
 import json
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from cpuver.errors import CpuverError
@@ -89,10 +91,11 @@ def text_of(data: bytes, source: str) -> str:
     return json_text(data, source)
 
 
-def load_json(text: str, source: str) -> Any:
-    """``json.loads`` whose every failure is an :class:`UnreadableDocument` naming the place."""
+@contextmanager
+def _json_problems(source: str) -> Iterator[None]:
+    """Whatever the ``json`` module raises, as an :class:`UnreadableDocument` naming the place."""
     try:
-        return json.loads(text)
+        yield
     except json.JSONDecodeError as err:
         raise UnreadableDocument(
             f"{source}: not valid JSON at line {err.lineno} column {err.colno}: {err.msg}"
@@ -101,6 +104,28 @@ def load_json(text: str, source: str) -> Any:
         raise UnreadableDocument(f"{source}: JSON nested too deeply to read") from err
     except ValueError as err:  # an integer of more digits than Python converts
         raise UnreadableDocument(f"{source}: JSON holds a number too long to read") from err
+
+
+def load_json(text: str, source: str) -> Any:
+    """``json.loads`` whose every failure is an :class:`UnreadableDocument` naming the place."""
+    with _json_problems(source):
+        return json.loads(text)
+
+
+def json_values(text: str, source: str) -> list[Any]:
+    """The JSON values of ``text`` one after another (a QMP transcript: one reply per line, or
+    several written back to back), each failure as :func:`load_json` reports it."""
+    decoder = json.JSONDecoder()
+    found: list[Any] = []
+    position = 0
+    while True:
+        while position < len(text) and text[position].isspace():
+            position += 1
+        if position >= len(text):
+            return found
+        with _json_problems(source):
+            value, position = decoder.raw_decode(text, position)
+        found.append(value)
 
 
 def xml_root(text: str, source: str) -> ET.Element:

@@ -17,8 +17,7 @@ from typing import Any
 
 import pytest
 
-from cpuver.api import open_catalog
-from cpuver.host.capabilities import HostCapabilities
+from fleet_hosts import tcg_host_file
 from servers import cpuver_script
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
@@ -47,10 +46,7 @@ def cpuver(tmp_path: Path) -> Run:
 
 @pytest.fixture
 def hv1(tmp_path: Path) -> str:
-    path = tmp_path / "hv1.json"
-    offers = open_catalog("10.0").tcg_offers
-    path.write_text(json.dumps(HostCapabilities("hv1", {"tcg": offers}).to_json()))
-    return str(path)
+    return tcg_host_file(tmp_path)
 
 
 @pytest.fixture

@@ -18,9 +18,8 @@ from typing import Any
 
 import pytest
 
-from cpuver.api import guest_transition, open_store, stored_host
-from cpuver.store import HostStore
-from fleet_hosts import TSX, capable, snapshot
+from cpuver.api import open_store
+from fleet_hosts import TSX, capable, snapshot, start_on
 from servers import AUTH, Server, server_pool
 
 
@@ -53,13 +52,6 @@ def define(server: Server, name: str, cpu: str) -> Any:
     response = server.client.post("/api/guests", json=request, headers=AUTH)
     assert response.status_code == 201, response.text
     return response.json()
-
-
-def start_on(db: str, guest: str, host: str) -> None:
-    """What ``cpuver domain start`` stores (the service has no lifecycle routes of its own)."""
-    with HostStore(db) as hosts:
-        on = stored_host(hosts.get(host))
-    guest_transition(open_store(db), guest, "start", host=on)
 
 
 def test_a_deleted_guest_keeps_its_history_and_its_name_is_free(server: Server, db: str) -> None:

@@ -17,7 +17,7 @@ import pytest
 from cpuver.api import open_catalog
 from cpuver.cli import build_parser, main
 from cpuver.cli.output import EXIT_ERROR, EXIT_OK, EXIT_REFUSED, EXIT_USAGE
-from cpuver.host.capabilities import HostCapabilities
+from fleet_hosts import tcg_host_file
 
 
 @pytest.fixture
@@ -39,10 +39,7 @@ def run_json(capsys: pytest.CaptureFixture[str], *argv: str, code: int = EXIT_OK
 
 @pytest.fixture
 def host(tmp_path: Path) -> str:
-    path = tmp_path / "hv1.json"
-    offers = open_catalog("10.0").tcg_offers
-    path.write_text(json.dumps(HostCapabilities("hv1", {"tcg": offers}).to_json()))
-    return str(path)
+    return tcg_host_file(tmp_path)
 
 
 @pytest.fixture

@@ -15,9 +15,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from cpuver.api import guest_transition, open_store, stored_host
-from cpuver.store import HostStore
-from fleet_hosts import TSX, capable, snapshot
+from cpuver.api import open_store
+from fleet_hosts import TSX, capable, snapshot, start_on
 from servers import AUTH
 
 
@@ -35,13 +34,6 @@ def define(client: TestClient, name: str, cpu: str) -> Any:
     response = client.post("/api/guests", json=request, headers=AUTH)
     assert response.status_code == 201, response.text
     return response.json()
-
-
-def start_on(db_url: str, guest: str, host: str) -> None:
-    """What a start through the CLI stores (the service has no lifecycle routes of its own)."""
-    with HostStore(db_url) as hosts:
-        on = stored_host(hosts.get(host))
-    guest_transition(open_store(db_url), guest, "start", host=on)
 
 
 # -- undefine and cancel ---------------------------------------------------------------------------

@@ -137,13 +137,18 @@ def catalog_for_release(release: str) -> Catalog:
 
 
 @cache
-def _history() -> dict[str, Any]:
-    resource = resources.files("cpuver.catalog").joinpath("data", HISTORY)
+def _bundled_data(name: str) -> dict[str, Any]:
+    """One of the catalog package's JSON data files (the history, TCG's recorded offers)."""
+    resource = resources.files("cpuver.catalog").joinpath("data", name)
     try:
         data: dict[str, Any] = json.loads(resource.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
-        raise CatalogError(HISTORY, f"unreadable: {err}") from err
+        raise CatalogError(name, f"unreadable: {err}") from err
     return data
+
+
+def _history() -> dict[str, Any]:
+    return _bundled_data(HISTORY)
 
 
 @cache
@@ -606,23 +611,13 @@ def _edit_base_definitions(models: dict[str, Model], target: Release, notes: _No
 TCG_OFFERS = "tcg-offers.json"
 
 
-@cache
-def _recorded_tcg() -> dict[str, Any]:
-    resource = resources.files("cpuver.catalog").joinpath("data", TCG_OFFERS)
-    try:
-        data: dict[str, Any] = json.loads(resource.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise CatalogError(TCG_OFFERS, f"unreadable: {err}") from err
-    return data
-
-
 def _tcg_offers(
     base: Catalog, older: Catalog | None, target: Release, known: FeatureSet, notes: _Notes
 ) -> FeatureSet:
     """What TCG offered in ``target``: QEMU's recorded answer of that release when there is one
     (``data/tcg-offers.json``, from libvirt's recordings); else what both nearest imports' TCG
     offers, plus what QEMU's TCG rules add from their first release on."""
-    data = _recorded_tcg()
+    data = _bundled_data(TCG_OFFERS)
     short = f"{target[0]}.{target[1]}"
     recorded = data["recorded"].get(short)
     if recorded is not None:

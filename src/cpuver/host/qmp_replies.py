@@ -19,11 +19,11 @@ message 12: ...``).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from cpuver.documents import UnreadableDocument, json_values
 from cpuver.errors import HostError
 from cpuver.features import FeatureTable
 from cpuver.host.evidence import AccelEvidence, Expansion, QemuEvidence, signature_facts
@@ -34,25 +34,10 @@ _MODEL_ACCEL = {"host": "kvm", "max": "tcg"}
 
 def messages(text: str, source: str) -> list[dict[str, Any]]:
     """The JSON objects of ``text``: one, an array of them, or several one after another."""
-    decoder = json.JSONDecoder()
-    found: list[Any] = []
-    position = 0
-    while True:
-        while position < len(text) and text[position].isspace():
-            position += 1
-        if position >= len(text):
-            break
-        try:
-            value, position = decoder.raw_decode(text, position)
-        except json.JSONDecodeError as err:
-            raise HostError(
-                f"{source}: not valid JSON at line {err.lineno} column {err.colno}: {err.msg}"
-            ) from err
-        except RecursionError as err:
-            raise HostError(f"{source}: JSON nested too deeply to read") from err
-        except ValueError as err:  # an integer of more digits than Python converts
-            raise HostError(f"{source}: JSON holds a number too long to read") from err
-        found.append(value)
+    try:
+        found = json_values(text, source)
+    except UnreadableDocument as err:
+        raise HostError(str(err)) from err
     if len(found) == 1 and isinstance(found[0], list):
         found = found[0]
     if not found:
