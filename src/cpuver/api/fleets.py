@@ -210,13 +210,25 @@ def kept_answer(
 ) -> bytes:
     """``answer(fleet)`` for the pool (ready JSON), kept until the pool changes."""
     generation, fleet = kept_pool_fleet(store, pool, catalog, accel, machine)
-    key = ("answer", store.url, pool, catalog.build, catalog.release, accel, machine, *question)
+    key = _answer_key(store, pool, catalog, accel, machine, question)
     found = _pools.get(key, generation)
     if isinstance(found, bytes):
         return found
     made = answer(fleet)
     _pools.put(key, generation, made, len(made) + 256)
     return made
+
+
+def _answer_key(
+    store: HostStore,
+    pool: str,
+    catalog: Catalog,
+    accel: str,
+    machine: str | None,
+    question: tuple[object, ...],
+) -> tuple[object, ...]:
+    """Where :func:`kept_answer` keeps an answer and :func:`fresh_answer` looks for it."""
+    return ("answer", store.url, pool, catalog.build, catalog.release, accel, machine, *question)
 
 
 def fresh_answer(
@@ -230,7 +242,7 @@ def fresh_answer(
     """The kept answer of :func:`kept_answer` if the pool has not changed since, else None
     (one read of the pool's change counter; nothing is built)."""
     generation = store.generation(pool)
-    key = ("answer", store.url, pool, catalog.build, catalog.release, accel, machine, *question)
+    key = _answer_key(store, pool, catalog, accel, machine, question)
     found = _pools.get(key, generation)
     return found if isinstance(found, bytes) else None
 

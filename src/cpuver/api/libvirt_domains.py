@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 QEMU_DEFAULT_MODEL = "qemu64"
 """The CPU QEMU gives an x86 guest without ``-cpu`` (TARGET_DEFAULT_CPU_TYPE; checked against
-real QEMU by tests/oracle/test_default_cpu.py)."""
+the vCPU a real libvirt starts by tests/libvirt/test_libvirt_domains.py)."""
 
 HOOK_MARKER = "cpuver's libvirt qemu hook"
 
