@@ -128,23 +128,32 @@ def json_values(text: str, source: str) -> list[Any]:
         found.append(value)
 
 
+class UnreadableXml(UnreadableDocument):
+    """XML that cannot be read: what is wrong and where (1-based line and column)."""
+
+    def __init__(self, source: str, problem: str, line: int, column: int) -> None:
+        self.source, self.problem, self.line, self.column = source, problem, line, column
+        super().__init__(f"{source}: line {line}, column {column}: {problem}")
+
+
 def xml_root(text: str, source: str) -> ET.Element:
-    """The root element of XML ``text``; errors name the source, line and column."""
+    """The root element of XML ``text``; :class:`UnreadableXml` names the place."""
     import xml.etree.ElementTree as ET  # here: most commands read no XML (start-up time)
 
     found = _DOCUMENT_TYPE.search(text)
     if found:
         line = text.count("\n", 0, found.start()) + 1
         column = found.start() - (text.rfind("\n", 0, found.start()) + 1) + 1
-        raise UnreadableDocument(
-            f"{source}: line {line}, column {column}: <!{found[1].upper()} is refused: document "
-            "type declarations and entities are not accepted"
+        raise UnreadableXml(
+            source,
+            f"<!{found[1].upper()} is refused: document type declarations and entities are "
+            "not accepted (they can expand without limit or read local files)",
+            line,
+            column,
         )
     try:
         return ET.fromstring(text)
     except ET.ParseError as err:
         line, column = err.position
         problem = str(err).split(":")[0]
-        raise UnreadableDocument(
-            f"{source}: line {line}, column {column + 1}: malformed XML: {problem}"
-        ) from err
+        raise UnreadableXml(source, f"malformed XML: {problem}", line, column + 1) from err
